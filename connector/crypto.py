@@ -29,9 +29,7 @@ class SecretBox:
     def __init__(self, keys: Sequence[Secret | str]) -> None:
         if not keys:
             raise ConfigError(["CONNECTOR_SECRET_KEY is not set"])
-        fernets = [
-            Fernet((k.reveal() if isinstance(k, Secret) else k).encode()) for k in keys
-        ]
+        fernets = [Fernet((k.reveal() if isinstance(k, Secret) else k).encode()) for k in keys]
         self._fernet = MultiFernet(fernets)
 
     def encrypt(self, plaintext: str) -> str:

@@ -145,9 +145,7 @@ class RateLimitError(RetryableError):
 class BudgetExhaustedError(RateLimitError):
     """The daily budget is spent. Work must be parked until ``reset_at`` instead of retried."""
 
-    def __init__(
-        self, message: str, *, reset_at: dt.datetime | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, message: str, *, reset_at: dt.datetime | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.reset_at = reset_at
 

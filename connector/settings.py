@@ -169,7 +169,9 @@ class Settings:
 
         values["config_path"] = get("CONNECTOR_CONFIG")
         if values["config_path"] and not Path(values["config_path"]).is_file():
-            problems.append(f"CONNECTOR_CONFIG names {values['config_path']!r}, which is not a file")
+            problems.append(
+                f"CONNECTOR_CONFIG names {values['config_path']!r}, which is not a file"
+            )
         values["admin_password"] = Secret(get("CONNECTOR_ADMIN_PASSWORD"))
         values["metrics_token"] = Secret(get("CONNECTOR_METRICS_TOKEN"))
 
@@ -195,7 +197,9 @@ class Settings:
                 if values["http_timeout"] <= 0:
                     raise ValueError
             except ValueError:
-                problems.append(f"CONNECTOR_HTTP_TIMEOUT must be a positive number (got {raw_timeout!r})")
+                problems.append(
+                    f"CONNECTOR_HTTP_TIMEOUT must be a positive number (got {raw_timeout!r})"
+                )
         values["log_format"] = get("CONNECTOR_LOG_FORMAT", "auto").lower()
         if values["log_format"] not in {"auto", "json", "text"}:
             problems.append("CONNECTOR_LOG_FORMAT must be auto, json or text")

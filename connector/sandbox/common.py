@@ -18,7 +18,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-__all__ = ["Clock", "Faults", "FaultKind", "mount_on_responses", "serve_in_thread"]
+__all__ = ["Clock", "FaultKind", "Faults", "mount_on_responses", "serve_in_thread"]
 
 
 class Clock:
@@ -102,8 +102,14 @@ class Faults:
         """Change rates at run time (server mode: from the control API)."""
         with self._lock:
             for key, value in rates.items():
-                if key not in {"server_error_rate", "timeout_rate", "drop_rate",
-                               "timeout_seconds", "only_paths", "seed"}:
+                if key not in {
+                    "server_error_rate",
+                    "timeout_rate",
+                    "drop_rate",
+                    "timeout_seconds",
+                    "only_paths",
+                    "seed",
+                }:
                     raise ValueError(f"unknown fault setting {key!r}")
                 setattr(self, key, value)
                 if key == "seed":
@@ -160,7 +166,7 @@ def mount_on_responses(
             path=target.split("?", 1)[0],
             query_string=target.split("?", 1)[1] if "?" in target else "",
             method=request.method or "GET",
-            headers=dict(request.headers),
+            headers=list(request.headers.items()),
             data=body or b"",
             base_url=f"{parts.scheme}://{parts.netloc}",
         )
