@@ -1,0 +1,33 @@
+"""The ``connector`` command line.
+
+Exit codes: 0 ok, 1 failure, 2 usage (click's own). Commands that list things take ``--json``.
+Each system's commands live in their own module and are registered here.
+"""
+
+from __future__ import annotations
+
+import click
+
+from connector import __version__
+from connector.cli.common import run_main
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="connector")
+def main() -> None:
+    """Keep Zoho Books and Pipedrive in sync."""
+
+
+def _register() -> None:
+    from connector.cli import db, secrets
+
+    main.add_command(db.db)
+    main.add_command(secrets.secrets)
+
+
+_register()
+
+
+def entry() -> None:
+    """Console-script entry point with connector's error handling."""
+    run_main(main)
