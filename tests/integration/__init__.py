@@ -1,0 +1,3 @@
+"""Integration tests against the real services."""
+
+from __future__ import annotations
