@@ -1,0 +1,3 @@
+"""Rate limiter unit tests."""
+
+from __future__ import annotations
