@@ -6,6 +6,8 @@ after it, run ``connector secrets rotate``, then drop the old keys.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +33,16 @@ class SecretBox:
             raise ConfigError(["CONNECTOR_SECRET_KEY is not set"])
         fernets = [Fernet((k.reveal() if isinstance(k, Secret) else k).encode()) for k in keys]
         self._fernet = MultiFernet(fernets)
+        first = keys[0]
+        self._primary = (first.reveal() if isinstance(first, Secret) else first).encode()
+
+    def derive_key(self, purpose: str) -> str:
+        """A stable secret for ``purpose`` (session signing, OAuth state), derived from the first key.
+
+        Derived rather than reused so that a leak of one purpose's key says nothing of the others.
+        """
+        digest = hmac.new(self._primary, f"connector:{purpose}".encode(), hashlib.sha256)
+        return digest.hexdigest()
 
     def encrypt(self, plaintext: str) -> str:
         """Encrypt ``plaintext`` under the first key."""

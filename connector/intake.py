@@ -1,0 +1,298 @@
+"""Webhook intake: the receiver's ladder, independent of the web framework.
+
+size limit -> authenticate -> parse and validate -> store durably with a dedupe key -> (after
+commit) enqueue. Nothing here calls Zoho or Pipedrive. The web layer maps :class:`IntakeResult`
+to an HTTP answer and does the enqueue only after the database commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from connector.connections import ConnectionStore
+from connector.errors import ConfigError, InvalidSignatureError, PayloadError
+from connector.models import Connection, WebhookEvent, utcnow
+from connector.sync.audit import AuditLog, Trigger
+
+__all__ = ["Backpressure", "IntakeResult", "receive_pipedrive", "receive_zoho"]
+
+logger = logging.getLogger(__name__)
+
+QUEUED = "queued"
+PARKED = "parked"
+OPEN_STATUSES = ("received", QUEUED, PARKED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backpressure:
+    """Why new work should wait, and until when."""
+
+    reason: str
+    retry_after_seconds: int
+    until: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IntakeResult:
+    """What the receiver answers and whether an event must be enqueued after commit."""
+
+    status: int
+    message: str
+    event_id: int | None = None
+    enqueue: bool = False
+    retry_after: int | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+BackpressureCheck = Callable[[Session, Connection], Backpressure | None]
+
+
+def _connection(store: ConnectionStore, name: str, system: str) -> Connection | None:
+    try:
+        connection = store.get(name)
+    except ConfigError:
+        return None
+    return connection if connection.system == system else None
+
+
+def _store_event(
+    session: Session,
+    connection: Connection,
+    *,
+    source: str,
+    dedupe_key: str,
+    event_kind: str,
+    entity: str,
+    entity_id: str,
+    payload: dict[str, Any],
+    status: str,
+) -> WebhookEvent | None:
+    """Insert the event; ``None`` when the same event was already stored (a redelivery)."""
+    event = WebhookEvent(
+        source=source,
+        connection_id=connection.id,
+        dedupe_key=dedupe_key[:200],
+        event_kind=event_kind,
+        entity=entity,
+        entity_id=entity_id,
+        payload=payload,
+        status=status,
+    )
+    try:
+        with session.begin_nested():
+            session.add(event)
+    except sa.exc.IntegrityError:
+        return None
+    connection.last_webhook_at = utcnow()
+    return event
+
+
+def _jsonable(event: Any) -> dict[str, Any]:
+    """A webhook event as plain JSON (datetimes as ISO strings)."""
+    if dataclasses.is_dataclass(event) and not isinstance(event, type):
+        document = dataclasses.asdict(event)
+    else:
+        document = dict(event)
+    result: dict[str, Any] = json.loads(json.dumps(document, default=str))
+    return result
+
+
+def backlog_size(session: Session) -> int:
+    """Stored events not processed yet."""
+    return int(
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(WebhookEvent)
+            .where(WebhookEvent.status.in_(OPEN_STATUSES))
+        )
+        or 0
+    )
+
+
+def _duplicate(
+    session: Session, connection: Connection, source: str, entity: str, entity_id: str, key: str
+) -> IntakeResult:
+    direction = "zoho->pipedrive" if source == "zoho" else "pipedrive->zoho"
+    AuditLog(session, Trigger.WEBHOOK).record(
+        direction=direction,
+        entity=entity,
+        action="skip",
+        outcome="skipped",
+        zoho_connection_id=connection.id if source == "zoho" else None,
+        pipedrive_connection_id=connection.id if source == "pipedrive" else None,
+        zoho_id=entity_id if source == "zoho" else "",
+        pipedrive_id=entity_id if source == "pipedrive" else "",
+        reason=f"duplicate delivery of an event already received ({key[:80]})",
+    )
+    logger.info("webhook.duplicate source=%s entity=%s id=%s", source, entity, entity_id)
+    return IntakeResult(200, "duplicate: already received")
+
+
+def receive_zoho(
+    session: Session,
+    store: ConnectionStore,
+    connection_name: str,
+    *,
+    raw_body: bytes,
+    content_type: str,
+    query: Mapping[str, str],
+    form: Mapping[str, str],
+    signature: str | None,
+    backpressure: BackpressureCheck | None = None,
+) -> IntakeResult:
+    """Authenticate, parse and store a Zoho Books webhook."""
+    from connector.zoho.schemas import parse_zoho_webhook
+    from connector.zoho.webhooks import verify_zoho_signature
+
+    connection = _connection(store, connection_name, "zoho")
+    if connection is None:
+        logger.warning("webhook.zoho.rejected reason=unknown-connection")
+        return IntakeResult(401, "not authenticated")
+    secret = store.webhook_secret(connection)
+    if not secret.get("secret"):
+        logger.warning("webhook.zoho.rejected reason=no-secret connection=%s", connection.name)
+        return IntakeResult(401, "not authenticated: no webhook secret configured")
+    params = {**dict(query), **dict(form)}
+    try:
+        verify_zoho_signature(
+            str(secret["secret"]),
+            params=params,
+            raw_body=raw_body,
+            signature_header=signature,
+            algorithm=str(connection.options.get("webhook_algorithm", "sha256")),
+            encoding=str(connection.options.get("webhook_encoding", "hex")),
+        )
+    except InvalidSignatureError as exc:
+        logger.warning("webhook.zoho.rejected reason=%s connection=%s", exc.reason, connection.name)
+        return IntakeResult(401, "not authenticated")
+    try:
+        event = parse_zoho_webhook(raw_body, content_type, params)
+    except PayloadError as exc:
+        return IntakeResult(400, f"bad payload: {exc}")
+    if event.organization_id and str(event.organization_id) != connection.external_id:
+        return IntakeResult(400, "bad payload: organization_id does not match this connection")
+    if not event.entity_id or event.entity not in {"invoice", "contact", "customerpayment"}:
+        # Bills, purchase orders, vendor payments and anything new: accepted and recorded.
+        AuditLog(session, Trigger.WEBHOOK).record(
+            direction="zoho->pipedrive",
+            entity=event.entity or "unknown",
+            action="skip",
+            outcome="skipped",
+            zoho_connection_id=connection.id,
+            zoho_id=event.entity_id or "",
+            reason="not synced, by configuration",
+        )
+        logger.info("webhook.zoho.ignored entity=%s", event.entity)
+        return IntakeResult(202, f"accepted: {event.entity or 'unknown'} events are not synced")
+    pressure = backpressure(session, connection) if backpressure else None
+    stored = _store_event(
+        session,
+        connection,
+        source="zoho",
+        dedupe_key=event.dedupe_key,
+        event_kind=event.event_kind,
+        entity=event.entity,
+        entity_id=event.entity_id,
+        payload={
+            "entity": event.entity,
+            "entity_id": event.entity_id,
+            "event_kind": event.event_kind,
+            "last_modified_time": (
+                event.last_modified_time.isoformat() if event.last_modified_time else None
+            ),
+        },
+        status=PARKED if pressure else QUEUED,
+    )
+    if stored is None:
+        return _duplicate(
+            session, connection, "zoho", event.entity, event.entity_id, event.dedupe_key
+        )
+    session.flush()
+    if pressure:
+        # Stored, so nothing is lost; the 429 tells Zoho to slow down and retry later.
+        return IntakeResult(
+            429,
+            f"stored; processing paused: {pressure.reason}",
+            event_id=stored.id,
+            retry_after=pressure.retry_after_seconds,
+        )
+    return IntakeResult(202, "accepted", event_id=stored.id, enqueue=True)
+
+
+def receive_pipedrive(
+    session: Session,
+    store: ConnectionStore,
+    connection_name: str,
+    *,
+    raw_body: bytes,
+    authorization: str | None,
+    relay_signature: str | None,
+    backpressure: BackpressureCheck | None = None,
+) -> IntakeResult:
+    """Authenticate (HTTP Basic, plus an optional relay HMAC), parse and store a Pipedrive webhook."""
+    from connector.pipedrive.webhooks import (
+        parse_pipedrive_webhook,
+        verify_basic_auth,
+        verify_relay_signature,
+    )
+
+    connection = _connection(store, connection_name, "pipedrive")
+    if connection is None:
+        logger.warning("webhook.pipedrive.rejected reason=unknown-connection")
+        return IntakeResult(401, "not authenticated", headers={"WWW-Authenticate": "Basic"})
+    secret = store.webhook_secret(connection)
+    if not secret.get("username") or not secret.get("password"):
+        return IntakeResult(401, "not authenticated: no webhook credentials configured")
+    try:
+        verify_basic_auth(
+            authorization, username=str(secret["username"]), password=str(secret["password"])
+        )
+        if secret.get("relay_secret"):
+            verify_relay_signature(str(secret["relay_secret"]), raw_body, relay_signature)
+    except InvalidSignatureError as exc:
+        logger.warning(
+            "webhook.pipedrive.rejected reason=%s connection=%s", exc.reason, connection.name
+        )
+        return IntakeResult(401, "not authenticated", headers={"WWW-Authenticate": "Basic"})
+    try:
+        event = parse_pipedrive_webhook(raw_body)
+    except PayloadError as exc:
+        return IntakeResult(400, f"bad payload: {exc}")
+    company_id = str(connection.options.get("company_id") or "")
+    if company_id and event.company_id and str(event.company_id) != company_id:
+        return IntakeResult(400, "bad payload: company_id does not match this connection")
+    if event.entity not in {"organization", "person", "deal"}:
+        logger.info("webhook.pipedrive.ignored entity=%s", event.entity)
+        return IntakeResult(202, f"accepted: {event.entity} events are not synced")
+    pressure = backpressure(session, connection) if backpressure else None
+    stored = _store_event(
+        session,
+        connection,
+        source="pipedrive",
+        dedupe_key=event.dedupe_key,
+        event_kind=event.action,
+        entity=event.entity,
+        entity_id=str(event.entity_id or ""),
+        payload=_jsonable(event),
+        status=PARKED if pressure else QUEUED,
+    )
+    if stored is None:
+        return _duplicate(
+            session, connection, "pipedrive", event.entity, str(event.entity_id), event.dedupe_key
+        )
+    session.flush()
+    if pressure:
+        # Pipedrive counts non-2xx answers towards a ban that loses events, so it gets a 202:
+        # the event is stored and processed when the budget allows.
+        return IntakeResult(
+            202, f"stored; processing paused: {pressure.reason}", event_id=stored.id
+        )
+    return IntakeResult(202, "accepted", event_id=stored.id, enqueue=True)

@@ -1,0 +1,83 @@
+"""Webhook routes: the ladder lives in connector.intake; this module only speaks HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from connector.intake import IntakeResult, receive_pipedrive, receive_zoho
+from connector.sync import service
+from web import get_context
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+logger = logging.getLogger(__name__)
+
+
+def _answer(result: IntakeResult, source: str) -> Response:
+    response = jsonify({"status": result.status, "message": result.message})
+    response.status_code = result.status
+    for key, value in result.headers.items():
+        response.headers[key] = value
+    if result.retry_after is not None:
+        response.headers["Retry-After"] = str(result.retry_after)
+    return response
+
+
+def _enqueue_after_commit(result: IntakeResult) -> None:
+    if result.enqueue and result.event_id is not None:
+        enqueue = current_app.extensions["connector.enqueue"]
+        try:
+            enqueue("workers.tasks.process_webhook_event", [result.event_id], "webhooks")
+        except Exception:  # the event is stored; the sweeper re-enqueues it later
+            logger.exception("webhook.enqueue-failed event_id=%s", result.event_id)
+
+
+@bp.post("/zoho/<connection>")
+def zoho(connection: str) -> Response:
+    """Zoho Books webhook: HMAC-verified before anything is parsed."""
+    context = get_context(current_app)
+    raw = request.get_data(cache=True)
+    form: dict[str, Any] = {}
+    if request.mimetype == "application/x-www-form-urlencoded":
+        form = request.form.to_dict()
+    with context.session() as session:
+        result = receive_zoho(
+            session,
+            context.store(session),
+            connection,
+            raw_body=raw,
+            content_type=request.mimetype or "",
+            query=request.args.to_dict(),
+            form=form,
+            signature=request.headers.get("X-Zoho-Webhook-Signature"),
+            backpressure=service.backpressure_check(context),
+        )
+    _enqueue_after_commit(result)
+    return _answer(result, "zoho")
+
+
+@bp.post("/pipedrive/<connection>")
+def pipedrive(connection: str) -> Response:
+    """Pipedrive webhook: HTTP Basic credentials (Pipedrive does not sign), plus relay HMAC."""
+    context = get_context(current_app)
+    raw = request.get_data(cache=True)
+    with context.session() as session:
+        result = receive_pipedrive(
+            session,
+            context.store(session),
+            connection,
+            raw_body=raw,
+            authorization=request.headers.get("Authorization"),
+            relay_signature=request.headers.get("X-Connector-Signature"),
+            backpressure=service.backpressure_check(context),
+        )
+    _enqueue_after_commit(result)
+    return _answer(result, "pipedrive")
+
+
+@bp.errorhandler(413)
+def too_large(_: Exception) -> tuple[dict[str, str], int]:
+    """Bodies above the limit are refused before they are read."""
+    return {"status": "413", "message": "payload too large"}, 413
