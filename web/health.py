@@ -43,7 +43,7 @@ def _broker_check(url: str, context: Any) -> str:
     if url == context.settings.redis_url:
         return "ok" if context.redis.ping() else "error"
     try:
-        from kombu import Connection
+        from kombu.connection import Connection
 
         with Connection(url, connect_timeout=2) as connection:
             connection.ensure_connection(max_retries=1)

@@ -19,10 +19,16 @@ def main() -> None:
 
 
 def _register() -> None:
-    from connector.cli import db, secrets
+    from connector.cli import budget, db, ping, pipedrive, secrets, sync, zoho
 
     main.add_command(db.db)
     main.add_command(secrets.secrets)
+    main.add_command(pipedrive.pipedrive)
+    main.add_command(budget.budget)
+    main.add_command(zoho.zoho)
+    main.add_command(ping.ping)
+    for command in (sync.plan, sync.backfill, sync.sync_one, sync.audit, sync.review, sync.retry):
+        main.add_command(command)
 
 
 _register()

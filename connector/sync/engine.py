@@ -32,6 +32,8 @@ from connector.errors import (
     ConnectorError,
     FatalError,
     NotFoundError,
+    RetryableError,
+    SyncError,
     UncertainWriteError,
     ValidationError,
 )
@@ -61,7 +63,7 @@ from connector.sync.links import LinkRepository
 from connector.sync.lookup import IndexedLookup, PipedriveLookup, RemoteLookup
 from connector.zoho.times import parse_zoho_time
 
-__all__ = ["PlannedChange", "SyncEngine", "engine_session"]
+__all__ = ["BackfillProgress", "PlannedChange", "SyncEngine", "engine_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,34 @@ class PlannedChange:
     reason: str = ""
     diff: dict[str, Any] = dataclasses.field(default_factory=dict)
     outcome: str = ""
+
+
+@dataclasses.dataclass
+class BackfillProgress:
+    """Where a backfill is: records done of total, outcomes, tokens spent."""
+
+    total: int = 0
+    done: int = 0
+    applied: int = 0
+    skipped: int = 0
+    unchanged: int = 0
+    review: int = 0
+    failed: int = 0
+    tokens: int = 0
+    deals_written: int = 0
+    token_cap: int | None = None
+    stopped: str = ""
+
+    def count(self, outcome: str) -> None:
+        """Tally one record's outcome."""
+        if outcome in (APPLIED, PLANNED):
+            self.applied += 1
+        elif outcome == REVIEW:
+            self.review += 1
+        elif outcome == FAILED:
+            self.failed += 1
+        else:
+            self.skipped += 1
 
 
 @dataclasses.dataclass
@@ -1343,6 +1373,107 @@ class SyncEngine:
             return SKIPPED
         outcomes = [self.sync_zoho_invoice(zoho_connection_id, i) for i in invoice_ids]
         return APPLIED if APPLIED in outcomes else outcomes[0]
+
+    # Backfill ----------------------------------------------------------------------------
+
+    def backfill(
+        self,
+        *,
+        zoho_connection_ids: list[int] | None = None,
+        token_cap: int | None = None,
+        include_contacts: bool = True,
+        include_invoices: bool = True,
+        progress: Callable[[BackfillProgress], None] | None = None,
+    ) -> BackfillProgress:
+        """Sync everything from the connected Zoho organizations, resumably.
+
+        Records already applied (linked, and not modified since) cost nothing on the Pipedrive
+        side, so a backfill that stopped (token cap, budget, crash) is simply run again. Deals
+        are written once each, after all their invoices are known.
+        """
+        ids = zoho_connection_ids or [c.id for c in self.zoho_connections]
+        state = BackfillProgress(token_cap=token_cap)
+        work: list[tuple[int, str, str, dt.datetime | None, Mapping[str, Any] | None]] = []
+        for connection_id in ids:
+            zoho = self.zoho(connection_id)
+            if include_contacts:
+                for item in zoho.client.contacts.iter():
+                    work.append(
+                        (
+                            connection_id,
+                            "contact",
+                            str(item["contact_id"]),
+                            _zoho_time(item.get("last_modified_time")),
+                            None,
+                        )
+                    )
+            if include_invoices:
+                for item in zoho.client.invoices.iter():
+                    work.append(
+                        (
+                            connection_id,
+                            "invoice",
+                            str(item["invoice_id"]),
+                            _zoho_time(item.get("last_modified_time")),
+                            item,
+                        )
+                    )
+        state.total = len(work)
+        deferred: set[str] = set()
+        tokens0 = self.pd.client.stats.tokens
+        for connection_id, entity, record_id, modified, item in work:
+            state.tokens = self.pd.client.stats.tokens - tokens0
+            if token_cap is not None and state.tokens >= token_cap:
+                state.stopped = f"token cap of {token_cap} reached; run backfill again to resume"
+                break
+            try:
+                if entity == "contact":
+                    link = self.links.by_zoho(connection_id, "contact", record_id)
+                    if (
+                        link is not None
+                        and link.zoho_modified_at
+                        and modified
+                        and modified <= link.zoho_modified_at
+                    ):
+                        state.unchanged += 1
+                    else:
+                        outcome = self.sync_zoho_contact(connection_id, record_id)
+                        state.count(outcome)
+                else:
+                    stored = self.links.invoice(connection_id, record_id)
+                    if (
+                        stored is not None
+                        and stored.zoho_modified_at
+                        and modified
+                        and modified <= stored.zoho_modified_at
+                        and stored.deal_id
+                    ):
+                        state.unchanged += 1
+                    else:
+                        outcome = self.sync_zoho_invoice(
+                            connection_id, record_id, invoice=item, defer_deal_update=deferred
+                        )
+                        state.count(outcome)
+            except RetryableError as exc:
+                state.stopped = f"stopped: {exc}; run backfill again to resume"
+                break
+            except (FatalError, SyncError) as exc:
+                # One bad record must not stop the others; its audit row says what failed.
+                logger.warning(
+                    "backfill.record-failed entity=%s id=%s error=%s", entity, record_id, exc
+                )
+                state.failed += 1
+            state.done += 1
+            if progress is not None:
+                progress(state)
+            if not self.dry_run and state.done % 200 == 0:
+                # Commit in batches: a crash loses at most one batch, and links make redoing it harmless.
+                self.session.commit()
+        state.deals_written = self.flush_deals(deferred)
+        state.tokens = self.pd.client.stats.tokens - tokens0
+        if progress is not None:
+            progress(state)
+        return state
 
     # Scheduled work ----------------------------------------------------------------------
 

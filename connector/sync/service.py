@@ -33,6 +33,7 @@ __all__ = [
     "reconcile_zoho",
     "refresh_zoho_tokens",
     "release_parked",
+    "replay",
     "sync_record",
 ]
 
@@ -257,3 +258,22 @@ def reconcile_zoho(context: AppContext, connection_id: int, *, task_id: str = ""
 
     with engine_session(context, trigger="reconcile", task_id=task_id) as engine:
         return engine.reconcile_zoho(connection_id)
+
+
+def replay(context: AppContext, task_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Run a dead-lettered task's library function here and now (``connector retry``).
+
+    Replaying inline keeps the library free of Celery and shows the result at once.
+    """
+    table: dict[str, Callable[..., Any]] = {
+        "workers.tasks.process_webhook_event": process_webhook_event,
+        "workers.tasks.sync_record": sync_record,
+        "workers.tasks.pull_pipedrive": pull_pipedrive,
+        "workers.tasks.reconcile_zoho": reconcile_zoho,
+        "workers.tasks.refresh_zoho_tokens": refresh_zoho_tokens,
+        "workers.tasks.prune_webhook_events": prune_webhook_events,
+    }
+    function = table.get(task_name)
+    if function is None:
+        raise ConnectorError(f"{task_name} cannot be replayed")
+    return function(context, *args, **kwargs)

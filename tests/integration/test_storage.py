@@ -46,8 +46,9 @@ def _dump(engine) -> str:
     """Every value in every table, as text: what a database dump would show."""
     chunks = []
     with engine.connect() as conn:
-        for table in sa.inspect(engine).get_table_names():
-            for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
+        for name in sa.inspect(engine).get_table_names():
+            table = sa.Table(name, sa.MetaData(), autoload_with=engine)
+            for row in conn.execute(sa.select(table)):
                 chunks.append(repr(tuple(row)))
     return "\n".join(chunks)
 
@@ -92,7 +93,9 @@ def test_links_are_unique_on_each_side(database_url):
     sessions = make_session_factory(engine)
     with sessions() as session:
         store = ConnectionStore(session, SecretBox([generate_key()]))
-        zoho = store.upsert(name="z", system="zoho", external_id="1", auth_kind="oauth", credentials={})
+        zoho = store.upsert(
+            name="z", system="zoho", external_id="1", auth_kind="oauth", credentials={}
+        )
         pd = store.upsert(
             name="p", system="pipedrive", external_id="9", auth_kind="api_token", credentials={}
         )
@@ -129,7 +132,9 @@ def test_money_and_time_round_trip(database_url):
     when = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
     with sessions() as session:
         store = ConnectionStore(session, SecretBox([generate_key()]))
-        zoho = store.upsert(name="z", system="zoho", external_id="1", auth_kind="oauth", credentials={})
+        zoho = store.upsert(
+            name="z", system="zoho", external_id="1", auth_kind="oauth", credentials={}
+        )
         session.add(
             InvoiceLink(
                 zoho_connection_id=zoho.id,
@@ -155,7 +160,9 @@ def test_unknown_connection_names_the_known_ones(tmp_path):
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
         store = ConnectionStore(session, SecretBox([generate_key()]))
-        store.upsert(name="zoho-us", system="zoho", external_id="1", auth_kind="oauth", credentials={})
+        store.upsert(
+            name="zoho-us", system="zoho", external_id="1", auth_kind="oauth", credentials={}
+        )
         with pytest.raises(ConfigError, match="zoho-us"):
             store.get("nope")
     engine.dispose()

@@ -1,0 +1,3 @@
+"""Pipedrive: client, limiter and mapping helpers."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Zoho Books: client, limiter and mapping helpers."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Unit tests of connector.zoho."""
+
+from __future__ import annotations
