@@ -137,7 +137,9 @@ def pipedrive_start() -> Response | tuple[str, int]:
     """Send the user to Pipedrive's OAuth consent page."""
     settings = get_context(current_app).settings
     if not settings.pipedrive_client_id:
-        return _error_page("PIPEDRIVE_CLIENT_ID and PIPEDRIVE_CLIENT_SECRET are not configured", 500)
+        return _error_page(
+            "PIPEDRIVE_CLIENT_ID and PIPEDRIVE_CLIENT_SECRET are not configured", 500
+        )
     state = _serializer().dumps(
         {
             "system": "pipedrive",
