@@ -9,8 +9,9 @@ import click
 
 from connector.cli.common import echo_json, fail, get_context
 from connector.connections import PIPEDRIVE
+from connector.context import AppContext
 from connector.models import Connection
-from connector.pipedrive.fields import DEFAULT_FIELD_SPECS
+from connector.pipedrive.fields import FieldSpec
 from connector.pipedrive.service import (
     PLANS,
     build_pipedrive_client,
@@ -150,6 +151,14 @@ def ping_command(connection_name: str | None, as_json: bool) -> None:
     )
 
 
+def _specs(context: AppContext) -> list[FieldSpec]:
+    """The fields the configured mapping needs (CONNECTOR_CONFIG, or the defaults)."""
+    from connector.mapping.config import load_config
+    from connector.sync.setup import required_field_specs
+
+    return required_field_specs(load_config(context.settings.config_path or None))
+
+
 @pipedrive.command("setup-fields")
 @_connection_option
 @click.option("--dry-run", is_flag=True, help="Only show which fields would be created.")
@@ -160,7 +169,7 @@ def setup_fields(connection_name: str | None, dry_run: bool, as_json: bool) -> N
     connection = resolve_connection(connection_name)
     client = build_pipedrive_client(context, connection)
     registry = field_registry(context, connection, client)
-    created = registry.ensure_fields(DEFAULT_FIELD_SPECS, dry_run=dry_run)
+    created = registry.ensure_fields(_specs(context), dry_run=dry_run)
     if as_json:
         echo_json({"dry_run": dry_run, "created": created, "tokens_spent": client.stats.tokens})
         return
@@ -182,7 +191,7 @@ def fields_command(connection_name: str | None, as_json: bool) -> None:
     client = build_pipedrive_client(context, connection)
     registry = field_registry(context, connection, client)
     rows: list[dict[str, Any]] = []
-    for spec in DEFAULT_FIELD_SPECS:
+    for spec in _specs(context):
         found = registry.find(spec.entity, spec.name)
         rows.append(
             {

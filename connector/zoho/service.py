@@ -316,6 +316,7 @@ def _limiter(context: AppContext, connection: Connection) -> Limiter | None:
     limiter: Limiter = ZohoLimiter(
         context.redis,
         org_key=connection.external_id,
+        per_minute=int(options.get("per_minute") or 100),
         daily_limit=int(options.get("daily_limit") or daily_limit),
         concurrency=int(options.get("concurrency") or 10),
         timezone=str(options.get("budget_timezone") or "UTC"),
