@@ -2,18 +2,18 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install services test test-fast lint fmt typecheck check demo web worker beat flower bench chaos clean
+.PHONY: help install services test test-fast lint fmt typecheck check demo web worker beat flower bench chaos lock clean
 
 help: ## Show the available targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -58,6 +58,11 @@ bench: install services ## Run the benchmarks and print their tables
 
 chaos: install services ## Run the fault-injection scenarios
 	$(BIN)/python bench/chaos.py
+
+lock: ## Re-resolve dependencies within pyproject's ranges and rewrite the lock
+	$(PYTHON) -m venv /tmp/connector-lock && /tmp/connector-lock/bin/pip install -q -e '.[dev]'
+	/tmp/connector-lock/bin/pip freeze --exclude-editable | grep -v '^connector' > requirements/constraints.txt
+	rm -rf /tmp/connector-lock
 
 clean: ## Remove caches and local state
 	rm -rf .pytest_cache .mypy_cache .ruff_cache var connector.db

@@ -1186,9 +1186,13 @@ class SyncEngine:
             if diff or defer_deal_update is not None:
                 row["action"] = "update"
                 row["outcome"] = APPLIED
-                row["reason"] = f"matched by {method}"
+                row["reason"] = f"matched by {_METHOD_TEXT.get(method, method)}" + (
+                    f" ({problem})" if problem else ""
+                )
             else:
-                row["reason"] = f"matched by {method}; deal fields already up to date"
+                row["reason"] = (
+                    f"matched by {_METHOD_TEXT.get(method, method)}; deal fields already up to date"
+                )
             return str(row["outcome"])
 
     def _store_snapshot(
@@ -1227,12 +1231,12 @@ class SyncEngine:
     ) -> tuple[str | None, str, str]:
         """An existing link, a deal id on the invoice, then the customer's organization's deals."""
         if stored is not None and stored.deal_id and self.lookup.deal(stored.deal_id) is not None:
-            return stored.deal_id, "existing link", ""
+            return stored.deal_id, "existing_link", ""
         written = find_deal_id_in_invoice(invoice, self.config)
         if written is not None:
             deal = self.lookup.deal(str(written))
             if deal is not None:
-                return str(written), "deal id on the invoice", ""
+                return str(written), "invoice_reference", ""
         customer_id = str(invoice.get("customer_id") or "")
         org_link = self.links.by_zoho(zoho.connection.id, "contact", customer_id)
         if org_link is None:
@@ -1255,7 +1259,7 @@ class SyncEngine:
         ]
         choice = choose_deal(deals, self.config)
         if choice.kind == "chosen" and choice.deal_id is not None:
-            return str(choice.deal_id), f"organization's deals ({choice.reason})", ""
+            return str(choice.deal_id), "organization_deals", choice.reason
         return None, "", choice.reason or "no open or won deal on the customer's organization"
 
     def _deal_candidates(self, zoho: ZohoSide, invoice: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -1575,6 +1579,14 @@ class SyncEngine:
             self.sync_zoho_contact(connection_id, str(item["contact_id"]))
             synced += 1
         return synced
+
+
+_METHOD_TEXT = {
+    "existing_link": "its existing link",
+    "invoice_reference": "the deal id written on the invoice",
+    "organization_deals": "the customer's organization's deals",
+    "review": "a choice made in review",
+}
 
 
 def _has_custom_field(contact: Mapping[str, Any], api_name: str, value: str) -> bool:

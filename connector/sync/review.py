@@ -54,7 +54,7 @@ def resolve_link(context: AppContext, item_id: int, pipedrive_id: str) -> str:
             stored = engine.links.invoice_or_new(connection_id, record_id)
             stored.deal_id = str(pipedrive_id)
             stored.pipedrive_connection_id = engine.pd.connection.id
-            stored.match_method = "chosen in review"
+            stored.match_method = "review"
             stored.status = stored.status or "pending"
             engine.session.flush()
             outcome = engine.sync_zoho_invoice(connection_id, record_id)
