@@ -268,12 +268,29 @@ _ENTITY_ALIASES = {
     "payment": "customerpayment",
     "contactperson": "contactperson",
     "contact_person": "contactperson",
+    # Zoho Books also sends these; they are accepted and recorded, not synced (see the engine).
+    "bill": "bill",
+    "bills": "bill",
+    "purchaseorder": "purchaseorder",
+    "purchase_order": "purchaseorder",
+    "vendorpayment": "vendorpayment",
+    "vendor_payment": "vendorpayment",
+    "creditnote": "creditnote",
+    "credit_note": "creditnote",
+    "salesorder": "salesorder",
+    "estimate": "estimate",
 }
 _ID_KEYS = {
     "invoice": "invoice_id",
     "contact": "contact_id",
     "customerpayment": "payment_id",
     "contactperson": "contact_person_id",
+    "bill": "bill_id",
+    "purchaseorder": "purchaseorder_id",
+    "vendorpayment": "payment_id",
+    "creditnote": "creditnote_id",
+    "salesorder": "salesorder_id",
+    "estimate": "estimate_id",
 }
 _SCHEMAS: dict[str, Schema] = {
     "invoice": InvoiceSchema(),
@@ -417,7 +434,8 @@ def parse_zoho_webhook(
         entity_id = raw_record.get(_ID_KEYS[entity])
         if entity_id in (None, ""):
             raise PayloadError(f"the {entity} in the webhook has no {_ID_KEYS[entity]}")
-        record = load_record(_SCHEMAS[entity], raw_record)
+        schema = _SCHEMAS.get(entity)
+        record = load_record(schema, raw_record) if schema is not None else {}
         modified = record.get("last_modified_time")
         organization_id = organization_id or raw_record.get("organization_id")
     if isinstance(entity_id, bool) or not isinstance(entity_id, str | int):
