@@ -37,11 +37,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["connector.context"] = context
     app.extensions["connector.enqueue"] = enqueue
 
-    from web import health, oauth, webhooks
+    from web import health, oauth, ui, webhooks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(oauth.bp)
+    ui.register(app)
     return app
 
 

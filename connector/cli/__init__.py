@@ -19,7 +19,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from connector.cli import budget, db, ping, pipedrive, secrets, sync, zoho
+    from connector.cli import budget, db, ping, pipedrive, sandbox, secrets, sync, webhooks, zoho
 
     main.add_command(db.db)
     main.add_command(secrets.secrets)
@@ -27,6 +27,12 @@ def _register() -> None:
     main.add_command(budget.budget)
     main.add_command(zoho.zoho)
     main.add_command(ping.ping)
+    main.add_command(sandbox.sandbox)
+    main.add_command(webhooks.webhooks)
+    from connector.cli import status as status_cli
+
+    main.add_command(status_cli.status)
+    main.add_command(status_cli.doctor)
     for command in (sync.plan, sync.backfill, sync.sync_one, sync.audit, sync.review, sync.retry):
         main.add_command(command)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from web import create_app
 @pytest.fixture
 def env(tmp_path, redis_url):
     with world(f"sqlite:///{tmp_path / 'c.db'}", redis_url) as w:
-        queued: list[tuple[str, list, str]] = []
+        queued: list[tuple[str, list[Any], str]] = []
         app = create_app(
             {
                 "TESTING": True,
@@ -40,7 +41,7 @@ def _events(w):
 def _zoho_post(
     client,
     secret,
-    body: dict,
+    body: dict[str, Any],
     *,
     query="event_type=invoice.updated",
     connection="zoho-us",

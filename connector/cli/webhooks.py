@@ -1,0 +1,90 @@
+"""``connector webhooks``: what to paste into each console, and Pipedrive subscriptions by API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from connector.cli.common import echo_json, get_context
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def webhooks(ctx: click.Context, as_json: bool) -> None:
+    """Print, per connection, the webhook URL and the secret or Basic credentials to configure."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from connector.pipedrive.service import webhook_url
+
+    context = get_context()
+    public = context.settings.public_url
+    rows: list[dict[str, Any]] = []
+    with context.session() as session:
+        store = context.store(session)
+        for connection in store.list():
+            secret = store.webhook_secret(connection)
+            if connection.system == "zoho":
+                rows.append(
+                    {
+                        "connection": connection.name,
+                        "system": "zoho",
+                        "url": f"{public}/webhooks/zoho/{connection.name}",
+                        "secret": secret.get("secret", ""),
+                        "how": "Zoho Books > Settings > Automation > Webhooks: URL above, method POST, "
+                        "tick 'I want to secure this webhook' and paste the secret; attach it to "
+                        "workflow rules for Invoices, Contacts and Customer Payments (created, edited, deleted)",
+                    }
+                )
+            else:
+                rows.append(
+                    {
+                        "connection": connection.name,
+                        "system": "pipedrive",
+                        "url": webhook_url(public, connection),
+                        "username": secret.get("username", ""),
+                        "password": secret.get("password", ""),
+                        "how": "run `connector webhooks register`, or in Pipedrive > Tools and apps > "
+                        "Webhooks create v2.0 webhooks for organization/person/deal with this URL "
+                        "and HTTP auth user/password",
+                    }
+                )
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['connection']} ({row['system']})")
+        click.echo(f"  URL:      {row['url']}")
+        if row["system"] == "zoho":
+            click.echo(f"  secret:   {row['secret']}")
+        else:
+            click.echo(f"  user:     {row['username']}")
+            click.echo(f"  password: {row['password']}")
+        click.echo(f"  {row['how']}")
+    if not rows:
+        click.echo(
+            "no connections yet: run `connector zoho connect` and `connector pipedrive connect`"
+        )
+
+
+@webhooks.command("register")
+@click.option("--json", "as_json", is_flag=True)
+def register(as_json: bool) -> None:
+    """Create the Pipedrive webhook subscriptions through the API (idempotent)."""
+    from connector.pipedrive.service import register_webhooks
+
+    context = get_context()
+    with context.session() as session:
+        connections = context.store(session).list("pipedrive")
+    results: list[dict[str, Any]] = []
+    for connection in connections:
+        for row in register_webhooks(context, connection, context.settings.public_url):
+            results.append({"connection": connection.name, **row})
+    if as_json:
+        echo_json(results)
+        return
+    for row in results:
+        click.echo(
+            f"{row['connection']}: {row['event_action']}.{row['event_object']} -> {row['status']} (id {row['id']})"
+        )

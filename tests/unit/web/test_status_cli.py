@@ -1,0 +1,190 @@
+"""``connector status`` and ``connector doctor`` through click's CliRunner."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from click.testing import CliRunner
+
+from connector.cli.common import set_context
+from connector.cli.status import doctor, status
+from connector.context import AppContext
+from connector.crypto import generate_key
+from connector.models import utcnow
+from connector.pipedrive.service import SYNC_SUBSCRIPTIONS, webhook_url
+from tests.unit.web.seed import make_context, seed
+
+
+@pytest.fixture
+def context(tmp_path: Path, fake_redis: Any) -> Iterator[AppContext]:
+    ctx = make_context(f"sqlite:///{tmp_path / 'cli.db'}", fake_redis)
+    set_context(ctx)
+    yield ctx
+    set_context(None)
+    ctx.close()
+
+
+def test_status_json_matches_overview(context: AppContext):
+    seed(context)
+    result = CliRunner().invoke(status, ["--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    by_name = {c["name"]: c for c in document["connections"]}
+    assert by_name["zoho-in"]["needs_reauth"] is True
+    assert by_name["zoho-in"]["reconnect_url"] == (
+        "/oauth/zoho/start?organization_id=60012345&name=zoho-in"
+    )
+    assert by_name["zoho-eu"]["token_age_seconds"] is not None
+    assert by_name["zoho-eu"]["data_center"] == "eu"
+    assert 290 < by_name["pipedrive-acme"]["sync_lag_seconds"] < 3600
+    assert document["queues"] == {"webhooks": 0, "sync": 0, "pulls": 0, "maintenance": 0}
+    assert document["failures_last_hour"]["dead_letters"] == 1
+
+
+def test_status_text(context: AppContext):
+    seed(context)
+    result = CliRunner().invoke(status, [])
+    assert result.exit_code == 0, result.output
+    assert (
+        "zoho-in (zoho IN) Acme India Pvt Ltd [60012345]: NEEDS RE-AUTHORIZATION" in result.output
+    )
+    assert "http://localhost:5000/oauth/zoho/start?organization_id=60012345" in result.output
+    assert "queues: webhooks 0, sync 0, pulls 0, maintenance 0" in result.output
+
+
+def test_doctor_reports_unmigrated_database(tmp_path: Path, fake_redis: Any):
+    from connector.settings import Settings
+
+    ctx = AppContext(
+        settings=Settings.from_env(
+            {
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}",
+                "CONNECTOR_SECRET_KEY": generate_key(),
+            },
+            dotenv_path=None,
+        )
+    )
+    ctx._redis = fake_redis
+    set_context(ctx)
+    try:
+        result = CliRunner().invoke(doctor, [])
+    finally:
+        set_context(None)
+    assert result.exit_code == 1
+    assert "[FAIL] database: schema is at revision none (never migrated)" in result.output
+    assert "fix: run `connector db upgrade`" in result.output
+
+
+def test_doctor_reports_settings_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    set_context(None)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONNECTOR_SECRET_KEY", "")
+    monkeypatch.setenv("DATABASE_URL", "mysql://nope")
+    result = CliRunner().invoke(doctor, ["--json"])
+    assert result.exit_code == 1
+    document = json.loads(result.output)
+    assert document["ok"] is False
+    [check] = document["checks"]
+    assert check["name"] == "settings"
+    assert "CONNECTOR_SECRET_KEY is not set" in check["detail"]
+    assert "DATABASE_URL" in check["detail"]
+
+
+class _Webhooks:
+    def __init__(self, hooks: list[dict[str, Any]]) -> None:
+        self.hooks = hooks
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.hooks
+
+
+class _Client:
+    def __init__(self, hooks: list[dict[str, Any]]) -> None:
+        self.webhooks = _Webhooks(hooks)
+
+
+class _Registry:
+    def __init__(self, missing: list[Any]) -> None:
+        self._missing = missing
+
+    def missing(self, specs: list[Any]) -> list[Any]:
+        return [s for s in specs if s.name in self._missing]
+
+
+def _fake_apis(
+    monkeypatch: pytest.MonkeyPatch, context: AppContext, *, hooks: int, missing: list[str]
+) -> None:
+    from connector.pipedrive import service as pd
+    from connector.zoho import service as zs
+
+    def zoho_ping(ctx: AppContext, connection: Any, **_: Any) -> zs.PingResult:
+        return zs.PingResult(connection.name, connection.external_id, "eu", "Acme GmbH", 60.0, True)
+
+    def pd_ping(ctx: AppContext, connection: Any, **_: Any) -> pd.PingResult:
+        return pd.PingResult(connection.name, True, "7001", "acme", "Acme Sales", "1", "Ann", "", 2)
+
+    with context.session() as session:
+        connection = context.store(session).get("pipedrive-acme")
+    url = webhook_url(context.settings.public_url, connection)
+    subscribed = [
+        {"subscription_url": url, "event_action": a, "event_object": o}
+        for a, o in SYNC_SUBSCRIPTIONS[:hooks]
+    ]
+    monkeypatch.setattr(zs, "ping", zoho_ping)
+    monkeypatch.setattr(pd, "ping", pd_ping)
+    monkeypatch.setattr(pd, "build_pipedrive_client", lambda *a, **k: _Client(subscribed))
+    monkeypatch.setattr(pd, "field_registry", lambda *a, **k: _Registry(missing))
+
+
+def _date_header(offset: float) -> dict[str, str]:
+    moment = utcnow() + dt.timedelta(seconds=offset)
+    return {"Date": email.utils.format_datetime(moment, usegmt=True)}
+
+
+@responses.activate
+def test_doctor_all_pass(context: AppContext, monkeypatch: pytest.MonkeyPatch):
+    seed(context)
+    with context.session() as session:
+        store = context.store(session)
+        store.delete(store.get("zoho-in"))
+    _fake_apis(monkeypatch, context, hooks=len(SYNC_SUBSCRIPTIONS), missing=[])
+    responses.add(responses.HEAD, "https://www.zohoapis.eu/", headers=_date_header(0))
+    responses.add(responses.HEAD, "https://acme.pipedrive.com/", headers=_date_header(0))
+    result = CliRunner().invoke(doctor, [])
+    assert result.exit_code == 0, result.output
+    assert "FAIL" not in result.output
+    assert "[ok  ] pipedrive pipedrive-acme webhooks: all subscribed" in result.output
+    assert "[ok  ] clock vs acme.pipedrive.com" in result.output
+    assert result.output.strip().endswith("all checks passed")
+
+
+@responses.activate
+def test_doctor_says_what_to_fix(context: AppContext, monkeypatch: pytest.MonkeyPatch):
+    seed(context)
+    _fake_apis(monkeypatch, context, hooks=2, missing=["Zoho Invoice Total"])
+    responses.add(responses.HEAD, "https://acme.pipedrive.com/", headers=_date_header(-120))
+    result = CliRunner().invoke(doctor, ["--json"])
+    assert result.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+    assert all(checks[name]["ok"] for name in ("database", "redis", "broker"))
+    stale = checks["zoho zoho-in"]
+    assert not stale["ok"]
+    assert "/oauth/zoho/start?organization_id=60012345&name=zoho-in" in stale["fix"]
+    fields = checks["pipedrive pipedrive-acme custom fields"]
+    assert not fields["ok"]
+    assert "deal 'Zoho Invoice Total'" in fields["detail"]
+    assert fields["fix"] == "run `connector pipedrive setup-fields`"
+    hooks = checks["pipedrive pipedrive-acme webhooks"]
+    assert not hooks["ok"]
+    assert "delete.organization" in hooks["detail"]
+    skew = checks["clock vs acme.pipedrive.com"]
+    assert not skew["ok"]
+    assert "+120 s off" in skew["detail"] or "+119 s off" in skew["detail"]
+    assert "NTP" in skew["fix"] or "ntp" in skew["fix"]

@@ -1,0 +1,170 @@
+"""Login for the status pages: one admin password, a session cookie, CSRF tokens, a rate limit.
+
+The password comes from ``CONNECTOR_ADMIN_PASSWORD``; only its hash is kept in the app. Without
+a password the pages answer 503 rather than opening up. The session cookie is ``HttpOnly``,
+``SameSite=Lax`` and ``Secure``; ``Secure`` is dropped only when the app is in ``TESTING`` mode
+or ``CONNECTOR_PUBLIC_URL`` is plain http on localhost (a browser does not send a Secure cookie
+over http, so the pages could not be used there otherwise).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from flask import Flask, abort, current_app, request, session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from web import get_context
+
+__all__ = [
+    "CSRF_FIELD",
+    "LOGIN_ATTEMPTS",
+    "LOGIN_WINDOW",
+    "check_csrf",
+    "check_password",
+    "configure",
+    "csrf_token",
+    "is_logged_in",
+    "log_in",
+    "log_out",
+    "login_allowed",
+    "password_configured",
+    "record_failed_login",
+    "secure_cookie_required",
+]
+
+logger = logging.getLogger(__name__)
+
+CSRF_FIELD = "csrf_token"
+#: Failed logins allowed per client address within :data:`LOGIN_WINDOW` seconds.
+LOGIN_ATTEMPTS = 10
+LOGIN_WINDOW = 300
+SESSION_LIFETIME = dt.timedelta(hours=12)
+# Slows guessing when Redis cannot count failures.
+_FALLBACK_DELAY = 1.0
+_HASH_KEY = "connector.ui.password_hash"
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def secure_cookie_required(app: Flask) -> bool:
+    """Whether the session cookie must be ``Secure``: always, except in tests and on localhost."""
+    if app.config.get("TESTING"):
+        return False
+    parts = urlsplit(get_context(app).settings.public_url)
+    return not (parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS)
+
+
+def configure(app: Flask) -> None:
+    """Hash the admin password and set the session cookie flags."""
+    password = get_context(app).settings.admin_password
+    app.extensions[_HASH_KEY] = generate_password_hash(password.reveal()) if password else None
+    app.config.update(
+        SESSION_COOKIE_NAME="connector_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=secure_cookie_required(app),
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+    )
+
+
+def _password_hash() -> str | None:
+    value = current_app.extensions.get(_HASH_KEY)
+    return value if isinstance(value, str) else None
+
+
+def password_configured() -> bool:
+    """An admin password is set (otherwise the pages stay closed)."""
+    return _password_hash() is not None
+
+
+def _password_marker(password_hash: str) -> str:
+    # Ties a session to the password it was opened with: changing the password logs everyone out.
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def check_password(candidate: str) -> bool:
+    """Compare ``candidate`` with the configured password's hash."""
+    password_hash = _password_hash()
+    return password_hash is not None and check_password_hash(password_hash, candidate)
+
+
+def log_in() -> None:
+    """Start a fresh authenticated session (new CSRF token, nothing carried over)."""
+    password_hash = _password_hash()
+    assert password_hash is not None
+    session.clear()
+    session.permanent = True
+    session["user"] = "admin"
+    session["pw"] = _password_marker(password_hash)
+    session[CSRF_FIELD] = secrets.token_urlsafe(32)
+
+
+def log_out() -> None:
+    """Forget the session."""
+    session.clear()
+
+
+def is_logged_in() -> bool:
+    """The request carries a session opened with the current password."""
+    password_hash = _password_hash()
+    if password_hash is None or session.get("user") != "admin":
+        return False
+    marker = session.get("pw")
+    return isinstance(marker, str) and hmac.compare_digest(marker, _password_marker(password_hash))
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (created on first use); put it in every form."""
+    token = session.get(CSRF_FIELD)
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        session[CSRF_FIELD] = token
+    return token
+
+
+def check_csrf() -> None:
+    """Abort with 400 unless the form carries this session's CSRF token."""
+    expected = session.get(CSRF_FIELD)
+    given = request.form.get(CSRF_FIELD, "")
+    if not isinstance(expected, str) or not expected or not given:
+        abort(400, description="The form's security token is missing. Reload the page and retry.")
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        abort(400, description="The form's security token is wrong. Reload the page and retry.")
+
+
+def _attempts_key() -> str:
+    return f"connector:ui:login-failures:{request.remote_addr or 'unknown'}"
+
+
+def _redis() -> redis.Redis:
+    # The client connects lazily: an unreachable Redis shows up as RedisError on first use.
+    return get_context(current_app).redis
+
+
+def login_allowed() -> bool:
+    """False while this client address has too many recent failed logins."""
+    try:
+        raw: Any = _redis().get(_attempts_key())
+    except redis.RedisError:
+        return True
+    return int(raw or 0) < LOGIN_ATTEMPTS
+
+
+def record_failed_login() -> None:
+    """Count a failed login for this client address (or wait a moment without Redis)."""
+    try:
+        pipe = _redis().pipeline()
+        pipe.incr(_attempts_key())
+        pipe.expire(_attempts_key(), LOGIN_WINDOW)
+        pipe.execute()
+    except redis.RedisError:
+        time.sleep(_FALLBACK_DELAY)
+    logger.warning("ui.login-failed remote=%s", request.remote_addr)
