@@ -51,7 +51,7 @@ worker: install ## A Celery worker on every queue
 	$(BIN)/celery -A workers.celery_app worker -l info -Q webhooks,sync,pulls,maintenance
 
 beat: install ## Celery Beat
-	$(BIN)/celery -A workers.celery_app beat -l info -s var/beat-state
+	$(BIN)/celery -A workers.celery_app beat -l info --scheduler workers.beat:LockedScheduler -s var/beat-state
 
 bench: install services ## Run the benchmarks and print their tables
 	$(BIN)/python bench/run_all.py

@@ -339,6 +339,8 @@ class Demo:
             "beat",
             "--loglevel",
             "INFO",
+            "--scheduler",
+            "workers.beat:LockedScheduler",
             "--schedule",
             str(self.workdir / "beat-state"),
         )

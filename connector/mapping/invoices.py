@@ -208,19 +208,21 @@ def aggregate_deal_invoices(
         balance += inv_balance
         converted.append((invoice, inv_balance))
 
+    # Dates, numbers and statuses do not depend on currency: every counted invoice informs them,
+    # even one whose amount cannot be converted (its money is what goes to review).
     included = [invoice for invoice, _ in converted]
     latest = max(
-        included,
+        counted,
         key=lambda i: (i.date or dt.date.min, i.number),
         default=None,
     )
-    unpaid = [i for i, open_amount in converted if open_amount > 0 and i.status != "paid"]
+    unpaid = [i for i in counted if i.balance > 0 and i.status != "paid"]
     oldest_unpaid = min(
         unpaid,
         key=lambda i: (i.due_date or i.date or dt.date.max, i.number),
         default=None,
     )
-    payments = [i.last_payment_date for i in included if i.last_payment_date]
+    payments = [i.last_payment_date for i in counted if i.last_payment_date]
     return DealInvoiceSummary(
         invoice_ids=tuple(i.invoice_id for i in included),
         total=total,

@@ -1182,8 +1182,13 @@ class SyncEngine:
             )
             if previous_deal and previous_deal != deal_id:
                 self._refresh_deal(previous_deal, defer_deal_update)
+            review_note = diff.pop("(review)", None) if isinstance(diff, dict) else None
             row["diff"] = diff
-            if diff or defer_deal_update is not None:
+            if review_note:
+                row["action"] = "update" if diff else "review"
+                row["outcome"] = REVIEW
+                row["reason"] = f"matched by {_METHOD_TEXT.get(method, method)}; {review_note}"
+            elif diff or defer_deal_update is not None:
                 row["action"] = "update"
                 row["outcome"] = APPLIED
                 row["reason"] = f"matched by {_METHOD_TEXT.get(method, method)}" + (
@@ -1293,7 +1298,12 @@ class SyncEngine:
     def write_deal_fields(
         self, deal_id: str, *, extra: InvoiceSnapshot | None = None
     ) -> dict[str, Any]:
-        """Write a deal's invoice sums; returns the field diff (empty when up to date)."""
+        """Write a deal's invoice sums; returns the field diff (empty when up to date).
+
+        When some invoices cannot be converted to the deal's currency, the monetary fields are
+        left alone, the rest is written, and the deal goes to review: the key ``(review)`` of the
+        returned diff carries the reason.
+        """
         deal = self.lookup.deal(deal_id)
         if deal is None:
             try:
@@ -1306,16 +1316,12 @@ class SyncEngine:
             snapshots = [s for s in snapshots if s.invoice_id != extra.invoice_id] + [extra]
         base_currency = None
         if rows:
-            base_currency = (
-                str(
-                    self.zoho(rows[0].zoho_connection_id).connection.options.get("currency_code")
-                    or ""
-                )
-                or None
-            )
+            options = self.zoho(rows[0].zoho_connection_id).connection.options
+            base_currency = str(options.get("currency_code") or "") or None
+        deal_currency = str(deal.get("currency") or "") or None
         summary = aggregate_deal_invoices(
             snapshots,
-            str(deal.get("currency") or "") or None,
+            deal_currency,
             base_currency,
             include_drafts=self.config.deals.include_draft_invoices,
         )
@@ -1325,16 +1331,32 @@ class SyncEngine:
         ]
         current = deal.get("custom_fields") or {}
         changed = {k: v for k, v in desired.items() if not _same_value(current.get(k), v)}
-        if not changed:
-            return {}
         names = {v: k for k, v in keys.items()}
-        diff = {names.get(k, k): (current.get(k), v) for k, v in changed.items()}
+        diff: dict[str, Any] = {names.get(k, k): (current.get(k), v) for k, v in changed.items()}
+        if changed:
+            self._update("deal", deal_id, {"custom_fields": changed})
         if summary.currency_mismatch:
-            diff["(currency)"] = (
-                "",
-                f"invoices in other currencies left out: {', '.join(summary.mismatched_invoice_ids)}",
+            currencies = sorted(
+                {
+                    s.currency_code
+                    for s in snapshots
+                    if s.invoice_id in summary.mismatched_invoice_ids
+                }
             )
-        self._update("deal", deal_id, {"custom_fields": changed})
+            reason = (
+                f"invoices in {', '.join(currencies) or 'another currency'} cannot be converted to the "
+                f"deal's currency {deal_currency or '(none)'} (Zoho base currency "
+                f"{base_currency or 'unknown'}); monetary fields left unchanged"
+            )
+            diff["(review)"] = reason
+            self._review(
+                "currency_mismatch",
+                self.pd.connection.id,
+                "deal",
+                deal_id,
+                f"{deal.get('title', deal_id)}: {reason}",
+                [{"invoice_id": i} for i in summary.mismatched_invoice_ids],
+            )
         return diff
 
     def flush_deals(self, deal_ids: set[str]) -> int:
@@ -1343,7 +1365,13 @@ class SyncEngine:
         for deal_id in sorted(deal_ids, key=lambda d: int(d) if d.isdigit() else 0):
             with self._record(direction=Z2P, entity="deal", pipedrive_id=deal_id) as row:
                 diff = self.write_deal_fields(deal_id)
-                if diff:
+                review_note = diff.pop("(review)", None)
+                if review_note:
+                    row["action"] = "update" if diff else "review"
+                    row["outcome"] = REVIEW
+                    row["diff"] = diff
+                    row["reason"] = str(review_note)
+                elif diff:
                     written += 1
                     row["action"] = "update"
                     row["outcome"] = APPLIED

@@ -201,3 +201,31 @@ def test_unmatched_invoice_goes_to_review(w):
         item = session.scalars(sa.select(ReviewItem)).one()
     assert item.kind == "unmatched_invoice"
     assert item.record_id == inv
+
+
+def test_currency_mismatch_keeps_sums_and_opens_a_review(w):
+    org = w.zoho_orgs["us"]  # base currency USD
+    zc = w.zoho_connections["us"]
+    (cid,) = w.zoho.bulk_create(org, "contacts", [contact("Euro Kunde GmbH", persons=0)])
+    with engine_session(w.context) as engine:
+        engine.sync_zoho_contact(zc, cid)
+    (pd_org,) = w.pd_records("organizations")
+    (deal_id,) = w.pipedrive.seed(
+        COMPANY,
+        "deals",
+        [{"title": "EUR deal", "org_id": pd_org["id"], "status": "open", "currency": "GBP"}],
+    )
+    (inv,) = w.zoho.bulk_create(org, "invoices", [invoice(cid, 500)])
+    with engine_session(w.context, trigger="webhook") as engine:
+        assert engine.sync_zoho_invoice(zc, inv) == "review"
+    deal = w.pipedrive.get_record(COMPANY, "deals", deal_id)
+    fields = deal["custom_fields"]
+    # No sum in the wrong currency, but the date and number still arrive.
+    assert fields.get(w.pd_key("deal", "Zoho Invoice Total")) is None
+    assert fields[w.pd_key("deal", "Zoho Invoice Date")] == "2026-03-01"
+    with w.context.session() as session:
+        item = session.scalars(
+            sa.select(ReviewItem).where(ReviewItem.kind == "currency_mismatch")
+        ).one()
+    assert item.record_id == str(deal_id)
+    assert "cannot be converted" in _audit(w)[-1].reason
