@@ -88,3 +88,33 @@ def register(as_json: bool) -> None:
         click.echo(
             f"{row['connection']}: {row['event_action']}.{row['event_object']} -> {row['status']} (id {row['id']})"
         )
+
+
+@webhooks.command("relay-secret")
+@click.argument("connection")
+@click.option("--clear", is_flag=True, help="Stop requiring the relay signature.")
+def relay_secret(connection: str, clear: bool) -> None:
+    """Require an HMAC-SHA256 relay signature on a Pipedrive connection's webhooks.
+
+    For deployments with a signing relay in front of the receiver: the relay sends
+    ``X-Connector-Signature: sha256=<hex HMAC-SHA256 of the raw body>``. A new secret is generated
+    and printed once.
+    """
+    import secrets as token_source
+
+    context = get_context()
+    with context.session() as session:
+        store = context.store(session)
+        found = store.get(connection)
+        if found.system != "pipedrive":
+            raise click.UsageError("relay signatures apply to Pipedrive connections")
+        material = dict(store.webhook_secret(found))
+        if clear:
+            material.pop("relay_secret", None)
+            store.set_webhook_secret(found, material)
+            click.echo(f"{found.name}: relay signature no longer required")
+            return
+        material["relay_secret"] = token_source.token_urlsafe(32)
+        store.set_webhook_secret(found, material)
+    click.echo(f"{found.name}: relay secret (configure it in the relay; shown once):")
+    click.echo(material["relay_secret"])

@@ -273,3 +273,34 @@ def test_pipedrive_event_from_another_company_is_400(env):
     assert answer.status_code == 400
     assert "company_id" in answer.get_json()["message"]
     assert queued == []
+
+
+def test_relay_signature_is_required_once_configured(env):
+    from connector.pipedrive.webhooks import RELAY_SIGNATURE_HEADER, sign_relay_body
+
+    w, client, queued, _, basic = env
+    with w.context.session() as session:
+        store = w.context.store(session)
+        connection = store.get("pipedrive")
+        store.set_webhook_secret(connection, {**basic, "relay_secret": "relay-secret-value-123"})
+    raw = json.dumps(_pd_body(w)).encode()
+    auth = {
+        "Authorization": _basic(basic["username"], basic["password"]),
+        "Content-Type": "application/json",
+    }
+    unsigned = client.post("/webhooks/pipedrive/pipedrive", data=raw, headers=auth)
+    assert unsigned.status_code == 401
+    wrong = client.post(
+        "/webhooks/pipedrive/pipedrive",
+        data=raw,
+        headers={**auth, RELAY_SIGNATURE_HEADER: sign_relay_body("another-secret-value", raw)},
+    )
+    assert wrong.status_code == 401
+    assert queued == []
+    signed = client.post(
+        "/webhooks/pipedrive/pipedrive",
+        data=raw,
+        headers={**auth, RELAY_SIGNATURE_HEADER: sign_relay_body("relay-secret-value-123", raw)},
+    )
+    assert signed.status_code == 202
+    assert len(queued) == 1
