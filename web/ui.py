@@ -30,6 +30,7 @@ from werkzeug.wrappers import Response
 
 from connector import status
 from connector.errors import ConnectorError
+from connector.formatting import ago, duration, when
 from connector.models import AuditEntry, Connection, DeadLetter, InvoiceLink, Link, ReviewItem
 from connector.models import utcnow as _utcnow
 from web import auth, get_context
@@ -81,41 +82,6 @@ def register(app: Flask) -> None:
 
 
 # Formatting ---------------------------------------------------------------------------------
-
-
-def duration(seconds: float | None) -> str:
-    """``95`` → ``1 min 35 s``; ``None`` → an em dash."""
-    if seconds is None:
-        return "—"
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    if seconds < 86400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
-
-
-def ago(moment: dt.datetime | None) -> str:
-    """How long ago ``moment`` was, or "never"."""
-    if moment is None:
-        return "never"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    seconds = (_utcnow() - moment).total_seconds()
-    if seconds < 0:
-        return f"in {duration(-seconds)}"
-    return f"{duration(seconds)} ago"
-
-
-def when(moment: dt.datetime | None) -> str:
-    """A UTC timestamp to the second."""
-    if moment is None:
-        return "—"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # Access -------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from connector.formatting import duration
+
 __all__ = ["Progress"]
 
 
@@ -41,9 +43,9 @@ class Progress:
         parts.append(f"{tokens} tokens")
         parts.append(f"{rate:.1f} rec/s")
         if total and not final:
-            parts.append(f"~{_duration(left)} left")
+            parts.append(f"~{duration(left)} left")
         if final:
-            parts.append(f"in {_duration(elapsed)}")
+            parts.append(f"in {duration(elapsed)}")
         if extra:
             parts.append(extra)
         line = ", ".join(parts)
@@ -56,12 +58,3 @@ class Progress:
     def __call__(self, state: Any) -> None:
         """Adapter for engine callbacks carrying done/total/tokens."""
         self.update(state.done, state.total, tokens=state.tokens)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"

@@ -11,28 +11,10 @@ import redis
 from connector import status as status_lib
 from connector.cli.common import echo_json, get_context
 from connector.errors import ConfigError
+from connector.formatting import ago, duration
 from connector.models import utcnow
 
 __all__ = ["doctor", "status"]
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def _ago(moment: dt.datetime | None) -> str:
-    if moment is None:
-        return "never"
-    return f"{_duration((utcnow() - moment).total_seconds())} ago"
 
 
 @click.command()
@@ -63,11 +45,11 @@ def status(as_json: bool) -> None:
         where = f" {c.data_center.upper()}" if c.data_center else ""
         line = (
             f"{c.name} ({c.system}{where}) {c.display_name or '-'} [{c.external_id}]: {health}; "
-            f"last success {_ago(c.last_success_at)}, last webhook {_ago(c.last_webhook_at)}, "
-            f"sync lag {_duration(c.sync_lag_seconds) if c.sync_lag_seconds is not None else 'never synced'}"
+            f"last success {ago(c.last_success_at)}, last webhook {ago(c.last_webhook_at)}, "
+            f"sync lag {duration(c.sync_lag_seconds) if c.sync_lag_seconds is not None else 'never synced'}"
         )
         if c.token_age_seconds is not None:
-            line += f", token {_duration(c.token_age_seconds)} old"
+            line += f", token {duration(c.token_age_seconds)} old"
         click.echo(line)
         if c.needs_reauth:
             fix = f"reconnect: {context.settings.public_url}{c.reconnect_url}"
