@@ -192,6 +192,8 @@ class ZohoAccounts:
         self._codes: dict[str, _GrantCode] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._access: dict[str, AccessTokenInfo] = {}
+        # Every access token ever issued, for tests that scan for leaked secrets.
+        self._minted: list[str] = []
         self._by_user_client: dict[tuple[str, str, str], deque[str]] = {}
 
     # -- setup ---------------------------------------------------------------------------------
@@ -384,6 +386,11 @@ class ZohoAccounts:
             self._delete_refresh(owned.popleft())
         return token
 
+    def issued_access_tokens(self) -> list[str]:
+        """Every access token issued so far, expired or not."""
+        with self._lock:
+            return list(self._minted)
+
     def _mint_access(
         self,
         client_id: str,
@@ -403,6 +410,7 @@ class ZohoAccounts:
             refresh_token=refresh.token if refresh else None,
         )
         self._access[info.token] = info
+        self._minted.append(info.token)
         if refresh is not None:
             # Expired tokens do not count towards the active cap.
             while refresh.active and (

@@ -437,3 +437,60 @@ def test_worker_killed_mid_task_loses_nothing(stack: Stack, customer: dict[str, 
         stack.pd.get_record(COMPANY, "deals", customer["deal"])["custom_fields"][key]["value"]
         == before + 100
     )
+
+
+def test_no_secret_in_logs_database_or_redis(stack: Stack, customer: dict[str, Any]) -> None:
+    """After the whole run: every secret used appears nowhere in clear text."""
+    with stack.context.session() as session:
+        store = stack.context.store(session)
+        zoho, pd = store.get("zoho-eu"), store.get("pipedrive")
+        secrets = {
+            "zoho refresh token": store.credentials(zoho)["refresh_token"],
+            "pipedrive api token": store.credentials(pd)["api_token"],
+            "zoho webhook secret": store.webhook_secret(zoho)["secret"],
+            "pipedrive webhook password": store.webhook_secret(pd)["password"],
+            "zoho client secret": CLIENT_SECRET,
+        }
+    for index, key in enumerate(stack.settings.secret_keys):
+        secrets[f"encryption key {index}"] = key.reveal()
+    # Every access token the simulated Zoho accounts server issued during the run.
+    for number, token in enumerate(stack.zoho.accounts.issued_access_tokens()):
+        secrets[f"zoho access token {number}"] = token
+
+    haystacks: dict[str, str] = {}
+    for log in stack.tmp.glob("*.log"):
+        haystacks[f"log {log.name}"] = log.read_text(errors="replace")
+    engine = sa.create_engine(stack.database_url)
+    with engine.connect() as conn:
+        for name in sa.inspect(engine).get_table_names():
+            table = sa.Table(name, sa.MetaData(), autoload_with=engine)
+            haystacks[f"table {name}"] = "\n".join(
+                repr(tuple(r)) for r in conn.execute(sa.select(table))
+            )
+    engine.dispose()
+    client = redis.Redis.from_url(REDIS_DB_URL)
+    values = []
+    for key in client.scan_iter(count=500):
+        kind = client.type(key)
+        if kind == b"string":
+            values.append(repr(client.get(key)))
+        elif kind == b"hash":
+            values.append(repr(client.hgetall(key)))
+        elif kind == b"list":
+            values.append(repr(client.lrange(key, 0, -1)))
+        elif kind == b"zset":
+            values.append(repr(client.zrange(key, 0, -1)))
+        values.append(repr(key))
+    haystacks["redis"] = "\n".join(values)
+
+    assert len(secrets) >= 7
+    assert sum(len(h) for h in haystacks.values()) > 10_000, (
+        "the scan must have real material to read"
+    )
+    leaks = [
+        f"{secret_name} found in {place}"
+        for secret_name, value in secrets.items()
+        for place, text in haystacks.items()
+        if value and value in text
+    ]
+    assert not leaks, leaks
