@@ -10,6 +10,7 @@ happened, and stops everything it started.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import signal
@@ -46,6 +47,11 @@ CUSTOMERS = {
     "eu": ["Nordwind GmbH", "Lumiere SARL", "Vandelay Europe BV"],
     "in": ["Tata Demo Pvt Ltd", "Infra Mumbai Pvt Ltd"],
 }
+
+
+def _day(offset: int) -> str:
+    """A date relative to today, so invoices in the demo are never overdue by accident."""
+    return (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=offset)).isoformat()
 
 
 def _free_port() -> int:
@@ -208,8 +214,8 @@ class Demo:
             f"/organizations/{eu}/invoices",
             json={
                 "customer_id": nordwind,
-                "date": "2026-02-15",
-                "due_date": "2026-03-15",
+                "date": _day(-20),
+                "due_date": _day(10),
                 "status": "sent",
                 "line_items": [{"name": "Consulting", "rate": 1800, "quantity": 2}],
             },
@@ -376,8 +382,8 @@ class Demo:
             f"/organizations/{us}/invoices",
             json={
                 "customer_id": bowman,
-                "date": "2026-03-01",
-                "due_date": "2026-03-31",
+                "date": _day(0),
+                "due_date": _day(30),
                 "status": "sent",
                 "line_items": [{"name": "Annual licence", "rate": 4200, "quantity": 1}],
             },
@@ -397,6 +403,32 @@ class Demo:
         value = self._pd_record("deals", deal)["custom_fields"][total_key]
         _say(
             f"   -> Pipedrive deal 'Bowman and Co renewal' now shows Zoho Invoice Total = {value['value']} {value['currency']}"
+        )
+        self.zoho(
+            "POST",
+            f"/organizations/{us}/customerpayments",
+            json={
+                "customer_id": bowman,
+                "amount": 1500,
+                "date": _day(0),
+                "payment_mode": "banktransfer",
+                "invoices": [{"invoice_id": invoice["invoice_id"], "amount_applied": 1500}],
+            },
+        )
+        _say("   Zoho Books (US): payment of 1,500.00 USD received on that invoice")
+        status_key = self._pd_field("deal", "Zoho Payment Status")
+        balance_key = self._pd_field("deal", "Zoho Invoice Balance")
+        _wait_for(
+            "the payment on the Bowman deal",
+            lambda: (
+                (self._pd_record("deals", deal).get("custom_fields") or {}).get(status_key)
+                == "partially_paid"
+            ),
+        )
+        fields = self._pd_record("deals", deal)["custom_fields"]
+        _say(
+            f"   -> deal shows Zoho Payment Status = {fields[status_key]}, "
+            f"Zoho Invoice Balance = {fields[balance_key]['value']} {fields[balance_key]['currency']}"
         )
 
         globex = self._pd_org("Globex Corporation")

@@ -105,6 +105,18 @@ def _jsonable(event: Any) -> dict[str, Any]:
     return result
 
 
+SYNCED_ZOHO_ENTITIES = frozenset({"invoice", "contact", "customerpayment", "creditnote"})
+
+
+def _invoice_ids(record: Mapping[str, Any]) -> list[str]:
+    """Invoice ids a payment or credit note applies to (empty for other records)."""
+    ids = []
+    for item in record.get("invoices") or []:
+        if isinstance(item, Mapping) and item.get("invoice_id"):
+            ids.append(str(item["invoice_id"]))
+    return ids
+
+
 def backlog_size(session: Session) -> int:
     """Stored events not processed yet."""
     return int(
@@ -179,18 +191,30 @@ def receive_zoho(
         return IntakeResult(400, f"bad payload: {exc}")
     if event.organization_id and str(event.organization_id) != connection.external_id:
         return IntakeResult(400, "bad payload: organization_id does not match this connection")
-    if not event.entity_id or event.entity not in {"invoice", "contact", "customerpayment"}:
-        # Bills, purchase orders, vendor payments and anything new: accepted and recorded.
-        AuditLog(session, Trigger.WEBHOOK).record(
-            direction="zoho->pipedrive",
+    if not event.entity_id or event.entity not in SYNCED_ZOHO_ENTITIES:
+        # Bills, purchase orders, vendor payments and anything new: accepted, stored, recorded.
+        stored = _store_event(
+            session,
+            connection,
+            source="zoho",
+            dedupe_key=event.dedupe_key,
+            event_kind=event.event_kind,
             entity=event.entity or "unknown",
-            action="skip",
-            outcome="skipped",
-            zoho_connection_id=connection.id,
-            zoho_id=event.entity_id or "",
-            reason="not synced, by configuration",
+            entity_id=event.entity_id or "",
+            payload={"entity": event.entity, "entity_id": event.entity_id},
+            status="skipped",
         )
-        logger.info("webhook.zoho.ignored entity=%s", event.entity)
+        if stored is not None:
+            AuditLog(session, Trigger.WEBHOOK).record(
+                direction="zoho->pipedrive",
+                entity=event.entity or "unknown",
+                action="skip",
+                outcome="skipped",
+                zoho_connection_id=connection.id,
+                zoho_id=event.entity_id or "",
+                reason="not synced, by configuration",
+            )
+        logger.info("webhook.zoho.not-synced entity=%s", event.entity)
         return IntakeResult(202, f"accepted: {event.entity or 'unknown'} events are not synced")
     pressure = backpressure(session, connection) if backpressure else None
     stored = _store_event(
@@ -208,6 +232,9 @@ def receive_zoho(
             "last_modified_time": (
                 event.last_modified_time.isoformat() if event.last_modified_time else None
             ),
+            # Which invoices a payment or credit note touches: a deleted one cannot be re-read,
+            # so this is how the worker knows which invoices to re-read through the API.
+            "invoice_ids": _invoice_ids(event.record),
         },
         status=PARKED if pressure else QUEUED,
     )

@@ -322,8 +322,13 @@ class SyncEngine:
                 return self.sync_zoho_invoice(connection_id, entity_id, event_time=event_time)
             if entity == "contact":
                 return self.sync_zoho_contact(connection_id, entity_id, event_time=event_time)
-            if entity == "customerpayment":
-                return self.sync_zoho_payment(connection_id, entity_id)
+            if entity in {"customerpayment", "creditnote"}:
+                return self.sync_zoho_payment(
+                    connection_id,
+                    entity_id,
+                    known_invoice_ids=list(payload.get("invoice_ids") or []),
+                    entity=entity,
+                )
         if source == "pipedrive":
             return self.handle_pipedrive_event(entity, entity_id, payload)
         with self._record(direction=Z2P if source == "zoho" else P2Z, entity=entity) as row:
@@ -1381,19 +1386,32 @@ class SyncEngine:
                     row["reason"] = "deal invoice fields already up to date"
         return written
 
-    def sync_zoho_payment(self, zoho_connection_id: int, payment_id: str) -> str:
-        """A customer payment changes invoices: re-read each invoice it applies to."""
+    def sync_zoho_payment(
+        self,
+        zoho_connection_id: int,
+        payment_id: str,
+        *,
+        known_invoice_ids: list[str] | None = None,
+        entity: str = "customerpayment",
+    ) -> str:
+        """A payment (or credit note) changes invoices: re-read each one it applies to.
+
+        The invoices are re-read through the API; the webhook's list of invoice ids is only used
+        to know which ones, and is the only source left once the payment itself is deleted.
+        """
         zoho = self.zoho(zoho_connection_id)
-        try:
-            payment = zoho.client.payments.get(payment_id)
-            invoice_ids = [
-                str(i.get("invoice_id"))
-                for i in payment.get("invoices") or []
-                if i.get("invoice_id")
-            ]
-        except NotFoundError:
-            # A deleted payment: the invoices it touched are the ones we hold for this customer.
-            invoice_ids = []
+        invoice_ids = list(known_invoice_ids or [])
+        if entity == "customerpayment":
+            try:
+                payment = zoho.client.payments.get(payment_id)
+                invoice_ids += [
+                    str(i.get("invoice_id"))
+                    for i in payment.get("invoices") or []
+                    if i.get("invoice_id")
+                ]
+            except NotFoundError:
+                pass  # deleted: the ids from the webhook are what is left
+        invoice_ids = list(dict.fromkeys(invoice_ids))
         if not invoice_ids:
             with self._record(
                 direction=Z2P,
@@ -1401,7 +1419,7 @@ class SyncEngine:
                 zoho_connection_id=zoho_connection_id,
                 zoho_id=payment_id,
             ) as row:
-                row["reason"] = "payment applies to no known invoice"
+                row["reason"] = f"{entity} applies to no invoice"
             return SKIPPED
         outcomes = [self.sync_zoho_invoice(zoho_connection_id, i) for i in invoice_ids]
         return APPLIED if APPLIED in outcomes else outcomes[0]
@@ -1575,6 +1593,7 @@ class SyncEngine:
                 newest = modified
         if not self.dry_run:
             self.links.advance(cursor, newest)
+        synced += self._reconcile_payments(connection_id)
         contacts_cursor = self.links.cursor(connection_id, "contact")
         period = dt.timedelta(hours=self.config.sync.contacts_full_read_hours)
         due = (
@@ -1585,6 +1604,31 @@ class SyncEngine:
             synced += self._contacts_full_diff(connection_id)
             if not self.dry_run:
                 self.links.advance(contacts_cursor, None)
+        return synced
+
+    def _reconcile_payments(self, connection_id: int) -> int:
+        """Payments changed since the cursor re-read their invoices (catches dropped webhooks).
+
+        On the first run the cursor only records where we are: the invoice reconciliation has
+        already read every invoice's current balance.
+        """
+        zoho = self.zoho(connection_id)
+        cursor = self.links.cursor(connection_id, "customerpayment")
+        newest = cursor.position
+        synced = 0
+        for payment in zoho.client.payments.iter():
+            modified = _zoho_time(payment.get("last_modified_time")) or _zoho_time(
+                payment.get("created_time")
+            )
+            if modified is None:
+                continue
+            if cursor.position is not None and modified > cursor.position:
+                self.sync_zoho_payment(connection_id, str(payment["payment_id"]))
+                synced += 1
+            if newest is None or modified > newest:
+                newest = modified
+        if not self.dry_run:
+            self.links.advance(cursor, newest)
         return synced
 
     def _contacts_full_diff(

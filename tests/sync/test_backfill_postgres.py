@@ -27,15 +27,18 @@ def backfilled(tmp_path_factory):
 
     import redis
 
-    from tests.conftest import POSTGRES_URL, REDIS_URL
+    from tests.conftest import POSTGRES_URL
 
+    # Its own Redis database: this module-wide fixture outlives single tests, and the per-test
+    # fixtures flush database 15.
+    redis_url = "redis://127.0.0.1:6379/10"
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
     url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    with world(url, REDIS_URL) as w:
+    with world(url, redis_url) as w:
         org = w.zoho_orgs["us"]
         zc = w.zoho_connections["us"]
         names = [f"Customer {i:03d} Ltd" for i in range(CONTACTS)]

@@ -144,16 +144,26 @@ def test_duplicate_delivery_is_acknowledged_not_queued_and_audited(env):
     assert any(r.startswith("duplicate delivery") for r in reasons)
 
 
-def test_bill_webhook_is_accepted_and_recorded_not_synced(env):
+@pytest.mark.parametrize("entity", ["bill", "purchaseorder", "vendorpayment"])
+def test_bills_and_vendor_documents_are_stored_audited_and_not_synced(env, entity):
     w, client, queued, secret, _ = env
+    writes = w.pd_writes()
+    id_key = {
+        "bill": "bill_id",
+        "purchaseorder": "purchaseorder_id",
+        "vendorpayment": "payment_id",
+    }[entity]
     answer = _zoho_post(
-        client, secret, {"bill": {"bill_id": "77"}}, query="event_type=bill.created"
+        client, secret, {entity: {id_key: "77"}}, query=f"event_type={entity}.created"
     )
     assert answer.status_code == 202
     assert queued == []
+    (event,) = _events(w)
+    assert (event.entity, event.entity_id, event.status) == (entity, "77", "skipped")
     with w.context.session() as session:
         (row,) = session.scalars(sa.select(AuditEntry)).all()
-    assert row.reason == "not synced, by configuration"
+    assert (row.entity, row.reason) == (entity, "not synced, by configuration")
+    assert w.pd_writes() == writes
 
 
 def test_backlog_above_limit_stores_and_answers_429(env, monkeypatch):
