@@ -445,10 +445,12 @@ class SyncEngine:
         outcome = SKIPPED
         org_id = ""
         with self._record(entity="organization", **base) as row:
-            org = self.lookup.organization(link.pipedrive_id) if link else None
-            if link is not None and org is None:
+            # Nothing mapped changed since the last sync: no need to read Pipedrive at all.
+            unchanged = link is not None and link.zoho_hash == zoho_hash
+            org = self.lookup.organization(link.pipedrive_id) if link and not unchanged else None
+            if link is not None and not unchanged and org is None:
                 row["reason"] = "linked organization is gone from Pipedrive; matching again. "
-            if org is not None and link is not None and link.zoho_hash == zoho_hash:
+            if unchanged and link is not None:
                 row["pipedrive_id"] = link.pipedrive_id
                 row["reason"] = (
                     "no mapped field changed (our own write coming back, or unmapped change)"
@@ -612,12 +614,13 @@ class SyncEngine:
             )
         )
         with self._record(entity="person", **base) as row:
-            current = self.lookup.person(link.pipedrive_id) if link else None
-            if current is not None and link is not None and link.zoho_hash == zoho_hash:
+            unchanged = link is not None and link.zoho_hash == zoho_hash
+            if unchanged and link is not None:
                 row["pipedrive_id"] = link.pipedrive_id
                 row["reason"] = "no mapped field changed"
                 self._advance_link(link, zoho_hash=zoho_hash, zoho_modified=modified)
                 return SKIPPED
+            current = self.lookup.person(link.pipedrive_id) if link else None
             method = "link"
             if current is None:
                 candidates = self._match_person(reference, email, name, org_id)

@@ -18,6 +18,9 @@ from connector.mapping.normalize import normalize_email, normalize_name
 
 __all__ = ["IndexedLookup", "PipedriveLookup", "RemoteLookup"]
 
+# A listing costs 10 tokens per 500 records and a read by id 1: below ten reads, read by id.
+SINGLE_READS_BEFORE_LISTING = 9
+
 Record = dict[str, Any]
 
 
@@ -157,6 +160,7 @@ class IndexedLookup:
         self._orgs: dict[str, Record] = {}
         self._persons: dict[str, Record] = {}
         self._deals: dict[str, Record] = {}
+        self._single_reads: dict[str, int] = {}
 
     def _ensure(self, entity: str) -> None:
         if entity in self._built:
@@ -174,17 +178,32 @@ class IndexedLookup:
                 target[str(record["id"])] = dict(record)
         self._built.add(entity)
 
+    def _one(self, entity: str, record_id: str, store: dict[str, Record]) -> Record | None:
+        """One record by id: a 1-token read until enough reads make a listing cheaper."""
+        if entity not in self._built:
+            self._single_reads[entity] = self._single_reads.get(entity, 0) + 1
+            if self._single_reads[entity] <= SINGLE_READS_BEFORE_LISTING:
+                resource = {
+                    "organization": self.client.organizations,
+                    "person": self.client.persons,
+                    "deal": self.client.deals,
+                }[entity]
+                try:
+                    record = dict(resource.get(record_id))
+                except NotFoundError:
+                    return None
+                return None if record.get("is_deleted") else record
+        self._ensure(entity)
+        return store.get(str(record_id))
+
     def organization(self, org_id: str) -> Record | None:
-        self._ensure("organization")
-        return self._orgs.get(str(org_id))
+        return self._one("organization", org_id, self._orgs)
 
     def person(self, person_id: str) -> Record | None:
-        self._ensure("person")
-        return self._persons.get(str(person_id))
+        return self._one("person", person_id, self._persons)
 
     def deal(self, deal_id: str) -> Record | None:
-        self._ensure("deal")
-        return self._deals.get(str(deal_id))
+        return self._one("deal", deal_id, self._deals)
 
     def organizations_by_reference(self, zoho_id: str) -> list[Record]:
         self._ensure("organization")
