@@ -229,3 +229,28 @@ def test_currency_mismatch_keeps_sums_and_opens_a_review(w):
         ).one()
     assert item.record_id == str(deal_id)
     assert "cannot be converted" in _audit(w)[-1].reason
+
+
+def test_pipedrive_merge_repoints_the_link_instead_of_duplicating(w):
+    org = w.zoho_orgs["us"]
+    zc = w.zoho_connections["us"]
+    (cid,) = w.zoho.bulk_create(org, "contacts", [contact("Merge Me Ltd", persons=0)])
+    with engine_session(w.context) as engine:
+        engine.sync_zoho_contact(zc, cid)
+    (linked,) = w.pd_records("organizations")
+    survivor = w.pipedrive.app_create(COMPANY, "organizations", {"name": "Merge Me Limited"})
+    w.pipedrive.app_merge(COMPANY, "organizations", linked["id"], survivor["id"])
+    with engine_session(w.context, trigger="webhook") as engine:
+        outcome = engine.handle_pipedrive_event(
+            "organization", str(linked["id"]), {"action": "delete", "merged_to_id": survivor["id"]}
+        )
+    assert outcome == "ok"
+    with w.context.session() as session:
+        link = session.scalars(sa.select(Link).where(Link.zoho_id == cid)).one()
+    assert link.pipedrive_id == str(survivor["id"])
+    # The next change in Zoho updates the survivor; nothing new is created.
+    w.zoho.update_record(org, "contacts", cid, {"contact_name": "Merge Me Group"})
+    with engine_session(w.context, trigger="webhook") as engine:
+        assert engine.sync_zoho_contact(zc, cid) == "ok"
+    names = sorted(o["name"] for o in w.pd_records("organizations"))
+    assert names == ["Merge Me Group"]

@@ -314,3 +314,23 @@ def test_relay_signature_is_required_once_configured(env):
     )
     assert signed.status_code == 202
     assert len(queued) == 1
+
+
+def test_spent_pipedrive_budget_stores_zoho_webhooks_and_answers_429_until_reset(env):
+    from connector.pipedrive.service import build_pipedrive_client
+
+    w, client, queued, secret, _ = env
+    with w.context.session() as session:
+        pd = w.context.store(session).get("pipedrive")
+    # Pipedrive says the daily budget is gone: every process's limiter learns it from the header.
+    limiter = build_pipedrive_client(w.context, pd).limiter
+    limiter.observe(
+        429, {"x-daily-ratelimit-token-remaining": "0", "x-daily-ratelimit-token-limit": "60000"}
+    )
+    answer = _zoho_post(client, secret, _invoice_body(w, "5"))
+    assert answer.status_code == 429
+    assert int(answer.headers["Retry-After"]) > 60
+    assert "budget" in answer.get_json()["message"]
+    (event,) = _events(w)
+    assert event.status == "parked"  # stored: nothing is lost
+    assert queued == []
