@@ -324,6 +324,7 @@ def test_spent_pipedrive_budget_stores_zoho_webhooks_and_answers_429_until_reset
         pd = w.context.store(session).get("pipedrive")
     # Pipedrive says the daily budget is gone: every process's limiter learns it from the header.
     limiter = build_pipedrive_client(w.context, pd).limiter
+    assert limiter is not None
     limiter.observe(
         429, {"x-daily-ratelimit-token-remaining": "0", "x-daily-ratelimit-token-limit": "60000"}
     )
