@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +24,13 @@ from connector.errors import ConfigError, InvalidSignatureError, PayloadError
 from connector.models import Connection, WebhookEvent, utcnow
 from connector.sync.audit import AuditLog, Trigger
 
-__all__ = ["Backpressure", "IntakeResult", "receive_pipedrive", "receive_zoho"]
+__all__ = [
+    "Backpressure",
+    "IntakeResult",
+    "receive_pipedrive",
+    "receive_zoho",
+    "vendor_totals_enabled",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +114,34 @@ def _jsonable(event: Any) -> dict[str, Any]:
 
 
 SYNCED_ZOHO_ENTITIES = frozenset({"invoice", "contact", "customerpayment", "creditnote"})
+VENDOR_ENTITIES = frozenset({"bill", "vendorpayment"})
+"""Synced only when the configuration writes vendor bill totals to organizations."""
+
+
+def vendor_totals_enabled(config_path: str | None) -> bool:
+    """Whether the mapping file at ``config_path`` syncs vendor bill totals.
+
+    An unreadable or invalid file counts as off here: the receiver still stores the event, and
+    the worker reports the configuration problem.
+    """
+    if not config_path:
+        return False
+    try:
+        stamp = os.stat(config_path).st_mtime_ns
+    except OSError:
+        return False
+    return _vendor_totals_enabled(config_path, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _vendor_totals_enabled(config_path: str, stamp: int) -> bool:
+    # Keyed by modification time so an edited file is read again, and only then.
+    from connector.mapping.config import load_config
+
+    try:
+        return bool(load_config(config_path).vendor_total_fields)
+    except ConfigError:
+        return False
 
 
 def _invoice_ids(record: Mapping[str, Any]) -> list[str]:
@@ -159,8 +195,13 @@ def receive_zoho(
     form: Mapping[str, str],
     signature: str | None,
     backpressure: BackpressureCheck | None = None,
+    sync_vendor_bills: bool = False,
 ) -> IntakeResult:
-    """Authenticate, parse and store a Zoho Books webhook."""
+    """Authenticate, parse and store a Zoho Books webhook.
+
+    ``sync_vendor_bills`` queues bill and vendor payment events (vendor totals are configured);
+    otherwise they are stored and recorded as not synced.
+    """
     from connector.zoho.schemas import parse_zoho_webhook
     from connector.zoho.webhooks import verify_zoho_signature
 
@@ -191,7 +232,8 @@ def receive_zoho(
         return IntakeResult(400, f"bad payload: {exc}")
     if event.organization_id and str(event.organization_id) != connection.external_id:
         return IntakeResult(400, "bad payload: organization_id does not match this connection")
-    if not event.entity_id or event.entity not in SYNCED_ZOHO_ENTITIES:
+    synced = SYNCED_ZOHO_ENTITIES | (VENDOR_ENTITIES if sync_vendor_bills else frozenset())
+    if not event.entity_id or event.entity not in synced:
         # Bills, purchase orders, vendor payments and anything new: accepted, stored, recorded.
         stored = _store_event(
             session,
@@ -235,6 +277,12 @@ def receive_zoho(
             # Which invoices a payment or credit note touches: a deleted one cannot be re-read,
             # so this is how the worker knows which invoices to re-read through the API.
             "invoice_ids": _invoice_ids(event.record),
+            # A deleted bill or vendor payment cannot be re-read: this says whose totals changed.
+            **(
+                {"vendor_id": str(event.record.get("vendor_id") or "")}
+                if event.entity in VENDOR_ENTITIES
+                else {}
+            ),
         },
         status=PARKED if pressure else QUEUED,
     )

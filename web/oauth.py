@@ -27,6 +27,7 @@ ZOHO_SCOPES = (
     "ZohoBooks.contacts.CREATE,ZohoBooks.contacts.READ,ZohoBooks.contacts.UPDATE,"
     "ZohoBooks.invoices.READ,ZohoBooks.customerpayments.READ,ZohoBooks.settings.READ"
 )
+VENDOR_SCOPES = ",ZohoBooks.bills.READ,ZohoBooks.vendorpayments.READ"
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -80,9 +81,13 @@ def zoho_start() -> Response | tuple[str, int]:
         }
     )
     accounts = settings.zoho_accounts_url or "https://accounts.zoho.com"
+    from connector.intake import vendor_totals_enabled
+
+    # Least privilege: the bill scopes are asked for only when vendor totals are switched on.
+    scopes = ZOHO_SCOPES + (VENDOR_SCOPES if vendor_totals_enabled(settings.config_path) else "")
     query = urlencode(
         {
-            "scope": ZOHO_SCOPES,
+            "scope": scopes,
             "client_id": settings.zoho_client_id,
             "response_type": "code",
             "redirect_uri": _zoho_redirect_uri(),

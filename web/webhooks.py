@@ -7,7 +7,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from connector.intake import IntakeResult, receive_pipedrive, receive_zoho
+from connector.intake import (
+    IntakeResult,
+    receive_pipedrive,
+    receive_zoho,
+    vendor_totals_enabled,
+)
 from connector.sync import service
 from web import get_context
 
@@ -53,6 +58,7 @@ def zoho(connection: str) -> Response:
             form=form,
             signature=request.headers.get("X-Zoho-Webhook-Signature"),
             backpressure=service.backpressure_check(context),
+            sync_vendor_bills=vendor_totals_enabled(context.settings.config_path),
         )
     _enqueue_after_commit(result)
     return _answer(result, "zoho")

@@ -19,6 +19,8 @@ Full example (every value shown is the default unless marked "example")::
     inactive_rule = "record"         # inactive Zoho contacts: record (audit only, never delete) |
                                      # mark (write the "Zoho Status" field) | delete
     sync_contact_persons = true      # Zoho contact persons <-> Pipedrive persons of the organization
+    vendor_totals = false            # with vendor_rule = "organization": sum each vendor's bills
+                                     # (void ones excluded) into two organization fields
 
     # --- Which Zoho organization a new Pipedrive organization is created in -----------------
     # Only needed when several Zoho Books organizations are connected.
@@ -42,6 +44,8 @@ Full example (every value shown is the default unless marked "example")::
     currency = "Zoho Currency"             # Pipedrive org field: the contact's currency code
     payment_terms = "Zoho Payment Terms"   # Pipedrive org field: the contact's payment terms label
     zoho_status = "Zoho Status"            # Pipedrive org/person field, used when inactive_rule = "mark"
+    vendor_bills_total = "Zoho Bills Total"      # Pipedrive org field (monetary), with vendor_totals
+    vendor_bills_balance = "Zoho Bills Balance"  # Pipedrive org field (monetary), with vendor_totals
 
     [fields.deal]                          # Pipedrive deal fields filled from the deal's invoices
     total = "Zoho Invoice Total"           # monetary
@@ -107,6 +111,12 @@ Conflict rules, per mapped field: ``system_of_record = "newest"`` lets the side 
 (modification times are passed in by the caller); ``"zoho"``/``"pipedrive"`` makes that side win:
 the other side may only fill it while it is empty. An empty value never overwrites a filled one
 unless ``overwrite_with_empty = true``.
+
+Vendor totals: with ``vendor_totals = true`` (which needs ``vendor_rule = "organization"``) every
+bill or vendor-payment webhook re-reads that vendor's bills through the Zoho API and writes the
+sum of their totals and of their balances, in the vendor's currency, to the two organization
+fields; void and draft bills are left out. Bills in another currency than the vendor's leave the
+fields unchanged and open a review item. Without it, bills and vendor payments are only recorded.
 """
 
 from __future__ import annotations
@@ -245,6 +255,7 @@ class ContactsConfig:
     individual_customers: IndividualRule = "person"
     inactive_rule: InactiveRule = "record"
     sync_contact_persons: bool = True
+    vendor_totals: bool = False
 
 
 @dataclass(frozen=True)
@@ -332,6 +343,8 @@ class FieldsConfig:
     currency: str | None = "Zoho Currency"
     payment_terms: str | None = "Zoho Payment Terms"
     zoho_status: str | None = "Zoho Status"
+    vendor_bills_total: str | None = "Zoho Bills Total"
+    vendor_bills_balance: str | None = "Zoho Bills Balance"
     deal: DealFieldNames = field(default_factory=DealFieldNames)
     builtin: BuiltinMappings = field(default_factory=BuiltinMappings)
     organization: tuple[FieldMapping, ...] = ()
@@ -378,6 +391,17 @@ class SyncConfig:
         builtins = [m for m in _builtin_mappings(self, entity) if m.pipedrive not in overridden]
         return (*builtins, *extras)
 
+    @property
+    def vendor_total_fields(self) -> tuple[str, ...]:
+        """The organization fields vendor bill sums go to; empty when vendor totals are off.
+
+        Totals need vendors synced as organizations, so any other ``vendor_rule`` turns them off.
+        """
+        if not self.contacts.vendor_totals or self.contacts.vendor_rule != "organization":
+            return ()
+        names = (self.fields.vendor_bills_total, self.fields.vendor_bills_balance)
+        return tuple(name for name in names if name)
+
     def required_custom_fields(self) -> dict[str, tuple[CustomFieldSpec, ...]]:
         """Pipedrive custom fields this configuration reads or writes, per entity type.
 
@@ -398,6 +422,9 @@ class SyncConfig:
             if entity == "organization" and self.routing.pipedrive_key.startswith(CUSTOM_PREFIX):
                 name = self.routing.pipedrive_key[len(CUSTOM_PREFIX) :]
                 specs.setdefault(name, CustomFieldSpec(name, "varchar"))
+            if entity == "organization":
+                for name in self.vendor_total_fields:
+                    specs.setdefault(name, CustomFieldSpec(name, "monetary"))
             result[entity] = tuple(specs.values())
         deal_specs = []
         for attr, field_type in _DEAL_FIELD_TYPES.items():
@@ -601,6 +628,7 @@ class _ContactsSchema(Schema):
     )
     inactive_rule = _strict_str(load_default="record", validate=_one_of(get_args(InactiveRule)))
     sync_contact_persons = _strict_bool(load_default=True)
+    vendor_totals = _strict_bool(load_default=False)
 
 
 class _RoutingSchema(Schema):
@@ -727,6 +755,8 @@ class _FieldsSchema(Schema):
     currency = _field_name("Zoho Currency")
     payment_terms = _field_name("Zoho Payment Terms")
     zoho_status = _field_name("Zoho Status")
+    vendor_bills_total = _field_name("Zoho Bills Total")
+    vendor_bills_balance = _field_name("Zoho Bills Balance")
     deal = mf.Nested(_DealFieldsSchema, load_default=lambda: _DealFieldsSchema().load({}))
     builtin = mf.Nested(_BuiltinSchema, load_default=lambda: _BuiltinSchema().load({}))
     organization = mf.List(
@@ -790,6 +820,26 @@ class _ConfigSchema(Schema):
                 "contacts",
             )
 
+    @validates_schema(skip_on_field_errors=False)
+    def _vendor_totals_need_organizations(self, data: dict[str, Any], **kwargs: Any) -> None:
+        contacts = data.get("contacts") or {}
+        if not contacts.get("vendor_totals"):
+            return
+        names = data.get("field_names") or {}
+        problems = []
+        if contacts.get("vendor_rule", "skip") != "organization":
+            problems.append(
+                'vendor_totals = true needs vendor_rule = "organization" (vendors synced as '
+                "organizations)"
+            )
+        if not names.get("vendor_bills_total", "x") and not names.get("vendor_bills_balance", "x"):
+            problems.append(
+                "vendor_totals = true needs fields.vendor_bills_total or "
+                "fields.vendor_bills_balance (a Pipedrive field name)"
+            )
+        if problems:
+            raise ValidationError(problems, "contacts")
+
 
 # --------------------------------------------------------------------------------------------
 # Loading
@@ -844,6 +894,7 @@ def _build(data: Mapping[str, Any]) -> SyncConfig:
             individual_customers=contacts["individual_customers"],
             inactive_rule=contacts["inactive_rule"],
             sync_contact_persons=contacts["sync_contact_persons"],
+            vendor_totals=contacts["vendor_totals"],
         ),
         routing=RoutingConfig(
             default=routing["default"],
@@ -863,6 +914,8 @@ def _build(data: Mapping[str, Any]) -> SyncConfig:
             currency=names["currency"],
             payment_terms=names["payment_terms"],
             zoho_status=names["zoho_status"],
+            vendor_bills_total=names["vendor_bills_total"],
+            vendor_bills_balance=names["vendor_bills_balance"],
             deal=DealFieldNames(**names["deal"]),
             builtin=BuiltinMappings(**names["builtin"]),
             organization=tuple(_mapping_from(m) for m in names["organization"]),

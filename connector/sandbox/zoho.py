@@ -100,7 +100,13 @@ CONCURRENCY_BODY = {
         "Kindly try again after some time."
     ),
 }
-ENTITY_NODES = {"contacts": "contact", "invoices": "invoice", "customerpayments": "payment"}
+ENTITY_NODES = {
+    "contacts": "contact",
+    "invoices": "invoice",
+    "customerpayments": "payment",
+    "bills": "bill",
+    "vendorpayments": "vendorpayment",
+}
 
 _API_ROUTES = Map(
     [
@@ -141,6 +147,15 @@ _API_ROUTES = Map(
         Rule("/customerpayments/<payment_id>", methods=["GET"], endpoint="get_payment"),
         Rule("/customerpayments/<payment_id>", methods=["PUT"], endpoint="update_payment"),
         Rule("/customerpayments/<payment_id>", methods=["DELETE"], endpoint="delete_payment"),
+        Rule("/bills", methods=["GET"], endpoint="list_bills"),
+        Rule("/bills", methods=["POST"], endpoint="create_bill"),
+        Rule("/bills/<bill_id>", methods=["GET"], endpoint="get_bill"),
+        Rule("/bills/<bill_id>", methods=["PUT"], endpoint="update_bill"),
+        Rule("/bills/<bill_id>", methods=["DELETE"], endpoint="delete_bill"),
+        Rule("/bills/<bill_id>/status/<target>", methods=["POST"], endpoint="bill_status"),
+        Rule("/vendorpayments", methods=["POST"], endpoint="create_vendor_payment"),
+        Rule("/vendorpayments/<payment_id>", methods=["GET"], endpoint="get_vendor_payment"),
+        Rule("/vendorpayments/<payment_id>", methods=["DELETE"], endpoint="delete_vendor_payment"),
     ],
     strict_slashes=False,
 )
@@ -149,6 +164,8 @@ _SCOPE_MODULES = {
     "contacts": "contacts",
     "invoices": "invoices",
     "customerpayments": "customerpayments",
+    "bills": "bills",
+    "vendorpayments": "vendorpayments",
 }
 _SCOPE_OPERATIONS = {"GET": "read", "POST": "create", "PUT": "update", "DELETE": "delete"}
 
@@ -504,9 +521,11 @@ class ZohoSimulator:
     def bulk_create(
         self, organization_id: str, entity: str, records: Iterable[Mapping[str, Any]]
     ) -> list[str]:
-        """Seed many ``contacts``/``invoices``/``customerpayments`` fast (no webhooks, no limits).
+        """Seed many ``contacts``/``invoices``/``customerpayments``/``bills``/``vendorpayments``
+        fast (no webhooks, no limits).
 
-        Invoices take an optional ``status`` of ``draft`` (default) or ``sent``.
+        Invoices take an optional ``status`` of ``draft`` (default) or ``sent``; bills ``open``
+        (default) or ``void``.
         """
         with self.store.lock:
             return self.store.bulk(self._org(organization_id), entity, records)
@@ -534,6 +553,10 @@ class ZohoSimulator:
                 )
             elif entity == "customerpayments":
                 detail, events = self.store.create_payment(org, data)
+            elif entity == "bills":
+                detail, events = self.store.create_bill(org, data)
+            elif entity == "vendorpayments":
+                detail, events = self.store.create_vendor_payment(org, data)
             else:
                 raise ValueError(f"unknown entity {entity!r}")
         self._fire(events)
@@ -554,6 +577,15 @@ class ZohoSimulator:
                     detail = self.store.render_invoice(org, org.invoices[record_id])
             elif entity == "customerpayments":
                 detail, events = self.store.update_payment(org, record_id, data)
+            elif entity == "bills":
+                # A status alone (open/void) is the status action; other keys are a PUT.
+                fields = {k: v for k, v in data.items() if k != "status"}
+                detail, events = (
+                    self.store.update_bill(org, record_id, fields) if fields else ({}, [])
+                )
+                if data.get("status") in ("open", "void"):
+                    events += self.store.set_bill_status(org, record_id, str(data["status"]))
+                detail = self.store.render_bill(org, org.bills[record_id])
             else:
                 raise ValueError(f"unknown entity {entity!r}")
         self._fire(events)
@@ -569,6 +601,10 @@ class ZohoSimulator:
                 events = self.store.delete_invoice(org, record_id)
             elif entity == "customerpayments":
                 events = self.store.delete_payment(org, record_id)
+            elif entity == "bills":
+                events = self.store.delete_bill(org, record_id)
+            elif entity == "vendorpayments":
+                events = self.store.delete_vendor_payment(org, record_id)
             else:
                 raise ValueError(f"unknown entity {entity!r}")
         self._fire(events)
@@ -583,6 +619,10 @@ class ZohoSimulator:
                 return self.store.render_invoice(org, self.store.invoice(org, record_id))
             if entity == "customerpayments":
                 return dict(self.store.payment(org, record_id))
+            if entity == "bills":
+                return self.store.render_bill(org, self.store.bill(org, record_id))
+            if entity == "vendorpayments":
+                return dict(self.store.vendor_payment(org, record_id))
             raise ValueError(f"unknown entity {entity!r}")
 
     # -- webhooks ------------------------------------------------------------------------------
@@ -639,6 +679,8 @@ class ZohoSimulator:
             "contact": "contacts",
             "invoice": "invoices",
             "customerpayment": "customerpayments",
+            "bill": "bills",
+            "vendorpayment": "vendorpayments",
         }
         record = self.get_record(organization_id, plural[entity], entity_id)
         return self._fire([Event(organization_id, entity, action, entity_id, record)])
@@ -768,6 +810,8 @@ class ZohoSimulator:
                     "contacts": len(org.contacts),
                     "invoices": len(org.invoices),
                     "customerpayments": len(org.payments),
+                    "bills": len(org.bills),
+                    "vendorpayments": len(org.vendor_payments),
                 }
                 for org_id, org in self.store.orgs.items()
             }
@@ -802,6 +846,11 @@ class ZohoSimulator:
                     "customerpayments": [
                         {k: v for k, v in p.items() if not k.startswith("_")}
                         for p in org.payments.values()
+                    ],
+                    "bills": [self.store.render_bill(org, b) for b in org.bills.values()],
+                    "vendorpayments": [
+                        {k: v for k, v in p.items() if not k.startswith("_")}
+                        for p in org.vendor_payments.values()
                     ],
                     "webhooks": [c.public() for c in self._webhook_configs.get(org_id, [])],
                 }
@@ -1351,6 +1400,48 @@ class ZohoSimulator:
         self, org: Organization, token: AccessTokenInfo, payment_id: str
     ) -> Reply:
         events = self.store.delete_payment(org, payment_id)
+        return 200, {"message": "The payment has been deleted."}, events
+
+    def _ep_list_bills(self, org: Organization, token: AccessTokenInfo) -> Reply:
+        return 200, {"message": "success", **self.store.list_bills(org, request.args)}, []
+
+    def _ep_create_bill(self, org: Organization, token: AccessTokenInfo) -> Reply:
+        detail, events = self.store.create_bill(org, self._body())
+        return 201, {"message": "The bill has been created.", "bill": detail}, events
+
+    def _ep_get_bill(self, org: Organization, token: AccessTokenInfo, bill_id: str) -> Reply:
+        bill = self.store.bill(org, bill_id)
+        return 200, {"message": "success", "bill": self.store.render_bill(org, bill)}, []
+
+    def _ep_update_bill(self, org: Organization, token: AccessTokenInfo, bill_id: str) -> Reply:
+        detail, events = self.store.update_bill(org, bill_id, self._body())
+        return 200, {"message": "Bill information has been updated.", "bill": detail}, events
+
+    def _ep_delete_bill(self, org: Organization, token: AccessTokenInfo, bill_id: str) -> Reply:
+        events = self.store.delete_bill(org, bill_id)
+        return 200, {"message": "The bill has been deleted."}, events
+
+    def _ep_bill_status(
+        self, org: Organization, token: AccessTokenInfo, bill_id: str, target: str
+    ) -> Reply:
+        events = self.store.set_bill_status(org, bill_id, target)
+        return 200, {"message": f"Bill status has been changed to {target.capitalize()}."}, events
+
+    def _ep_create_vendor_payment(self, org: Organization, token: AccessTokenInfo) -> Reply:
+        detail, events = self.store.create_vendor_payment(org, self._body())
+        return 201, {"message": "The payment has been made.", "vendorpayment": detail}, events
+
+    def _ep_get_vendor_payment(
+        self, org: Organization, token: AccessTokenInfo, payment_id: str
+    ) -> Reply:
+        payment = self.store.vendor_payment(org, payment_id)
+        detail = {k: v for k, v in payment.items() if not k.startswith("_")}
+        return 200, {"message": "success", "vendorpayment": detail}, []
+
+    def _ep_delete_vendor_payment(
+        self, org: Organization, token: AccessTokenInfo, payment_id: str
+    ) -> Reply:
+        events = self.store.delete_vendor_payment(org, payment_id)
         return 200, {"message": "The payment has been deleted."}, events
 
 

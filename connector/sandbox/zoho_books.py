@@ -1,4 +1,4 @@
-"""Books data of the Zoho Books simulator: organizations, contacts, invoices and payments.
+"""Books data of the Zoho Books simulator: organizations, contacts, invoices, payments and bills.
 
 Pure state and rules, no Flask. Operations raise :class:`connector.errors.ApiError` with the HTTP
 status and Zoho ``code`` to answer; the simulator turns that into the JSON envelope.
@@ -156,6 +156,23 @@ _PAYMENT_LIST_FIELDS = (
     "created_time",
     "last_modified_time",
 )
+_BILL_LIST_FIELDS = (
+    "bill_id",
+    "bill_number",
+    "vendor_id",
+    "vendor_name",
+    "status",
+    "date",
+    "due_date",
+    "reference_number",
+    "currency_id",
+    "currency_code",
+    "total",
+    "balance",
+    "created_time",
+    "last_modified_time",
+)
+_BILL_STATUSES = ("open", "partially_paid", "paid", "overdue", "void")
 _CONTACT_FILTERS = {
     "Status.All": None,
     "Status.Active": "active",
@@ -256,8 +273,13 @@ class Organization:
     contact_names: dict[str, str] = field(default_factory=dict)
     invoice_numbers: dict[str, str] = field(default_factory=dict)
     invoices_by_customer: dict[str, set[str]] = field(default_factory=dict)
+    bills: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bills_by_vendor: dict[str, set[str]] = field(default_factory=dict)
+    vendor_payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     next_invoice_number: int = 1
     next_payment_number: int = 1
+    next_bill_number: int = 1
+    next_vendor_payment_number: int = 1
     version: int = 0
     list_cache: dict[tuple[Any, ...], list[str]] = field(default_factory=dict)
 
@@ -704,7 +726,7 @@ class BooksStore:
     def delete_contact(self, org: Organization, contact_id: str) -> list[Event]:
         """Delete a contact that has no transactions."""
         contact = self.contact(org, contact_id)
-        if org.invoices_by_customer.get(contact_id):
+        if org.invoices_by_customer.get(contact_id) or org.bills_by_vendor.get(contact_id):
             raise _error(
                 400,
                 CODE_NOT_ALLOWED,
@@ -741,7 +763,10 @@ class BooksStore:
         """The detail shape of a contact."""
         detail = _public(contact)
         detail["outstanding_receivable_amount"] = self._outstanding(org, contact["contact_id"])
-        detail["has_transaction"] = bool(org.invoices_by_customer.get(contact["contact_id"]))
+        detail["has_transaction"] = bool(
+            org.invoices_by_customer.get(contact["contact_id"])
+            or org.bills_by_vendor.get(contact["contact_id"])
+        )
         return detail
 
     def _contact_list_item(self, org: Organization, contact: Mapping[str, Any]) -> dict[str, Any]:
@@ -1577,6 +1602,353 @@ class BooksStore:
             },
         }
 
+    # -- bills (vendor side) ---------------------------------------------------------------------
+
+    def bill(self, org: Organization, bill_id: str) -> dict[str, Any]:
+        """The stored bill, or a 404 ``ApiError``."""
+        found = org.bills.get(bill_id)
+        if found is None:
+            raise _error(404, CODE_NOT_FOUND, "Bill does not exist.")
+        return found
+
+    def _vendor(self, org: Organization, vendor_id: str) -> dict[str, Any]:
+        vendor = org.contacts.get(vendor_id)
+        if vendor is None or vendor.get("contact_type") != "vendor":
+            raise _invalid("vendor_id")
+        return vendor
+
+    @staticmethod
+    def _bill_status(bill: Mapping[str, Any], today: str) -> str:
+        if bill["_state"] == "void":
+            return "void"
+        if bill["balance"] <= 0:
+            return "paid"
+        if bill["due_date"] and bill["due_date"] < today:
+            return "overdue"
+        if bill["payment_made"] > 0:
+            return "partially_paid"
+        return "open"
+
+    @staticmethod
+    def _recompute_bill(bill: dict[str, Any]) -> None:
+        sub_total = round(sum(item["item_total"] for item in bill["line_items"]), 2)
+        bill["sub_total"] = sub_total
+        bill["tax_total"] = 0.0
+        bill["total"] = round(sub_total + float(bill.get("adjustment", 0) or 0), 2)
+        paid = round(sum(bill["_payments"].values()), 2)
+        bill["payment_made"] = paid
+        bill["balance"] = round(bill["total"] - paid, 2)
+
+    def create_bill(
+        self, org: Organization, data: Mapping[str, Any], *, render: bool = True
+    ) -> tuple[dict[str, Any], list[Event]]:
+        """``POST /bills``: requires a vendor's ``vendor_id`` and ``line_items``; starts open.
+
+        ``status = "void"`` creates it void (seeding); ``render=False`` returns only the id.
+        """
+        vendor_id = str(data.get("vendor_id") or "")
+        if not vendor_id:
+            raise _required("vendor_id")
+        vendor = self._vendor(org, vendor_id)
+        line_items = self._line_items(data.get("line_items"))
+        state = str(data.get("status") or "open")
+        if state not in ("open", "void"):
+            raise _invalid("status")
+        number = str(data.get("bill_number") or "")
+        if not number:
+            number = f"BILL-{org.next_bill_number:06d}"
+            org.next_bill_number += 1
+        date = _date(data["date"], "date") if data.get("date") else self.today()
+        terms = int(
+            _number(data.get("payment_terms", vendor.get("payment_terms", 0)), "payment_terms")
+        )
+        due_date = (
+            _date(data["due_date"], "due_date")
+            if data.get("due_date")
+            else (dt.date.fromisoformat(date) + dt.timedelta(days=terms)).isoformat()
+        )
+        bill_id = self.new_id()
+        bill: dict[str, Any] = {
+            "bill_id": bill_id,
+            "bill_number": number,
+            "vendor_id": vendor_id,
+            "vendor_name": vendor["contact_name"],
+            "status": "open",
+            "date": date,
+            "due_date": due_date,
+            "payment_terms": terms,
+            "currency_id": vendor.get("currency_id", org.currency_id),
+            "currency_code": vendor.get("currency_code", org.currency_code),
+            "exchange_rate": _number(data.get("exchange_rate", 1), "exchange_rate"),
+            "reference_number": str(data.get("reference_number", "")),
+            "line_items": line_items,
+            "adjustment": _number(data.get("adjustment", 0), "adjustment"),
+            "notes": str(data.get("notes", "")),
+            "_state": state,
+            "_payments": {},
+        }
+        self._recompute_bill(bill)
+        self._touch(org, bill, created=True)
+        org.bills[bill_id] = bill
+        org.bills_by_vendor.setdefault(vendor_id, set()).add(bill_id)
+        if not render:
+            return {"bill_id": bill_id}, []
+        detail = self.render_bill(org, bill)
+        return detail, [Event(org.organization_id, "bill", "created", bill_id, detail)]
+
+    def update_bill(
+        self, org: Organization, bill_id: str, data: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[Event]]:
+        """``PUT /bills/{id}``: partial update; line items replace the old ones."""
+        bill = self.bill(org, bill_id)
+        if bill["_state"] == "void":
+            raise _error(400, CODE_NOT_ALLOWED, "Void bills cannot be edited.")
+        changes: dict[str, Any] = {}
+        if "vendor_id" in data and str(data["vendor_id"]) != bill["vendor_id"]:
+            vendor = self._vendor(org, str(data["vendor_id"]))
+            if bill["_payments"]:
+                raise _error(400, CODE_NOT_ALLOWED, "The vendor of a paid bill cannot be changed.")
+            changes["vendor_id"] = str(data["vendor_id"])
+            changes["vendor_name"] = vendor["contact_name"]
+        if "line_items" in data:
+            changes["line_items"] = self._line_items(data["line_items"])
+        for name in ("date", "due_date"):
+            if data.get(name):
+                changes[name] = _date(data[name], name)
+        for name in ("bill_number", "reference_number", "notes"):
+            if name in data:
+                changes[name] = str(data[name])
+        for name in ("exchange_rate", "adjustment"):
+            if name in data:
+                changes[name] = _number(data[name], name)
+        trial = {**bill, **changes}
+        self._recompute_bill(trial)
+        if trial["balance"] < 0:
+            raise _error(
+                400, CODE_NOT_ALLOWED, "The bill total cannot be less than the payments made."
+            )
+        if "vendor_id" in changes:
+            org.bills_by_vendor[bill["vendor_id"]].discard(bill_id)
+            org.bills_by_vendor.setdefault(changes["vendor_id"], set()).add(bill_id)
+        bill.update(changes)
+        self._recompute_bill(bill)
+        self._touch(org, bill)
+        detail = self.render_bill(org, bill)
+        return detail, [Event(org.organization_id, "bill", "updated", bill_id, detail)]
+
+    def delete_bill(self, org: Organization, bill_id: str) -> list[Event]:
+        """``DELETE /bills/{id}`` (refused while vendor payments are applied)."""
+        bill = self.bill(org, bill_id)
+        if bill["_payments"]:
+            raise _error(
+                400,
+                CODE_NOT_ALLOWED,
+                "Bills which have payments applied cannot be deleted. Delete the payments first.",
+            )
+        detail = self.render_bill(org, bill)
+        org.bills_by_vendor[bill["vendor_id"]].discard(bill_id)
+        del org.bills[bill_id]
+        org.version += 1
+        return [Event(org.organization_id, "bill", "deleted", bill_id, detail)]
+
+    def set_bill_status(self, org: Organization, bill_id: str, target: str) -> list[Event]:
+        """``POST /bills/{id}/status/open|void``."""
+        bill = self.bill(org, bill_id)
+        if target not in ("open", "void"):
+            raise _error(404, 5, "Invalid URL Passed")
+        if target == "void" and bill["_payments"]:
+            raise _error(400, CODE_NOT_ALLOWED, "Bills with payments cannot be marked as void.")
+        bill["_state"] = target
+        self._touch(org, bill)
+        detail = self.render_bill(org, bill)
+        return [Event(org.organization_id, "bill", "updated", bill_id, detail)]
+
+    def render_bill(self, org: Organization, bill: Mapping[str, Any]) -> dict[str, Any]:
+        """The detail shape of a bill (status computed against today's date)."""
+        detail = _public(bill)
+        detail["status"] = self._bill_status(bill, self.today())
+        if bill["_state"] == "void":
+            detail["balance"] = 0.0
+        return detail
+
+    def list_bills(self, org: Organization, args: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /bills``: ``vendor_id``, ``status``, ``last_modified_time`` filters, paging."""
+        today = self.today()
+        sort_column = args.get("sort_column") or "created_time"
+        sort_keys: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "vendor_name": lambda b: str(b["vendor_name"]).casefold(),
+            "bill_number": lambda b: b["bill_number"],
+            "date": lambda b: b["date"],
+            "due_date": lambda b: b["due_date"],
+            "total": lambda b: b["total"],
+            "balance": lambda b: b["balance"],
+            "created_time": lambda b: b["_ctime"],
+            "last_modified_time": lambda b: b["_mtime"],
+        }
+        if sort_column not in sort_keys:
+            raise _invalid("sort_column")
+        sort_order = self._sort_order(args, "D")
+        status = args.get("status")
+        if status and status not in _BILL_STATUSES:
+            raise _invalid("status")
+        since = (
+            self._parse_since(args["last_modified_time"])
+            if args.get("last_modified_time")
+            else None
+        )
+        vendor_id = args.get("vendor_id")
+
+        def keep(bill: dict[str, Any]) -> bool:
+            if since is not None and bill["_mtime"] < since:
+                return False
+            return not (status and self._bill_status(bill, today) != status)
+
+        candidates: Mapping[str, dict[str, Any]] = org.bills
+        if vendor_id:
+            ids = sorted(org.bills_by_vendor.get(vendor_id, ()), key=int)
+            candidates = {i: org.bills[i] for i in ids}
+        ids = self._cached_ids(
+            org,
+            "bills",
+            {**args, "_today": today},
+            lambda: self._select(candidates, keep, sort_keys[sort_column], sort_order),
+        )
+        page, per_page, page_ids, more = self._page(args, ids)
+        items = []
+        for bill_id in page_ids:
+            bill = org.bills[bill_id]
+            item = {name: copy.deepcopy(bill.get(name)) for name in _BILL_LIST_FIELDS}
+            item["status"] = self._bill_status(bill, today)
+            if bill["_state"] == "void":
+                item["balance"] = 0.0
+            items.append(item)
+        return {
+            "bills": items,
+            "page_context": {
+                "page": page,
+                "per_page": per_page,
+                "has_more_page": more,
+                "report_name": "Bills",
+                "applied_filter": args.get("filter_by", "Status.All"),
+                "sort_column": sort_column,
+                "sort_order": sort_order,
+            },
+        }
+
+    # -- vendor payments ---------------------------------------------------------------------------
+
+    def vendor_payment(self, org: Organization, payment_id: str) -> dict[str, Any]:
+        """The stored vendor payment, or a 404 ``ApiError``."""
+        found = org.vendor_payments.get(payment_id)
+        if found is None:
+            raise _error(404, CODE_NOT_FOUND, "Vendor payment does not exist.")
+        return found
+
+    def create_vendor_payment(
+        self, org: Organization, data: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[Event]]:
+        """``POST /vendorpayments``: applies ``bills[].amount_applied`` to bill balances."""
+        vendor_id = str(data.get("vendor_id") or "")
+        if not vendor_id:
+            raise _required("vendor_id")
+        vendor = self._vendor(org, vendor_id)
+        if "amount" not in data:
+            raise _required("amount")
+        amount = _number(data["amount"], "amount")
+        if amount <= 0:
+            raise _invalid("amount")
+        items = data.get("bills") or []
+        if not isinstance(items, list):
+            raise _invalid("bills")
+        applications: list[tuple[dict[str, Any], float]] = []
+        for item in items:
+            if not isinstance(item, Mapping) or not item.get("bill_id"):
+                raise _required("bill_id")
+            bill = org.bills.get(str(item["bill_id"]))
+            if bill is None or bill["vendor_id"] != vendor_id:
+                raise _invalid("bill_id")
+            applied = _number(item.get("amount_applied"), "amount_applied")
+            if applied <= 0:
+                raise _invalid("amount_applied")
+            if bill["_state"] == "void":
+                raise _error(400, CODE_NOT_ALLOWED, "Payments cannot be recorded for void bills.")
+            if applied > bill["balance"] + 1e-9:
+                raise _error(
+                    400,
+                    CODE_NOT_ALLOWED,
+                    f"The amount applied to {bill['bill_number']} is more than its balance.",
+                )
+            applications.append((bill, applied))
+        if sum(applied for _, applied in applications) > amount + 1e-9:
+            raise _error(
+                400, CODE_NOT_ALLOWED, "The amount applied to bills exceeds the payment amount."
+            )
+        payment_id = self.new_id()
+        payment: dict[str, Any] = {
+            "payment_id": payment_id,
+            "payment_number": str(org.next_vendor_payment_number),
+            "vendor_id": vendor_id,
+            "vendor_name": vendor["contact_name"],
+            "date": _date(data["date"], "date") if data.get("date") else self.today(),
+            "payment_mode": str(data.get("payment_mode", "cash")),
+            "amount": amount,
+            "reference_number": str(data.get("reference_number", "")),
+            "description": str(data.get("description", "")),
+            "currency_code": vendor.get("currency_code", org.currency_code),
+            "bills": [],
+        }
+        org.next_vendor_payment_number += 1
+        self._touch(org, payment, created=True)
+        events = []
+        for bill, applied in applications:
+            bill["_payments"][payment_id] = applied
+            self._recompute_bill(bill)
+            self._touch(org, bill)
+            payment["bills"].append(
+                {
+                    "bill_payment_id": self.new_id(),
+                    "bill_id": bill["bill_id"],
+                    "bill_number": bill["bill_number"],
+                    "amount_applied": applied,
+                }
+            )
+            detail = self.render_bill(org, bill)
+            events.append(Event(org.organization_id, "bill", "updated", bill["bill_id"], detail))
+        org.vendor_payments[payment_id] = payment
+        detail = _public(payment)
+        return detail, [
+            Event(org.organization_id, "vendorpayment", "created", payment_id, detail),
+            *events,
+        ]
+
+    def delete_vendor_payment(self, org: Organization, payment_id: str) -> list[Event]:
+        """``DELETE /vendorpayments/{id}``: gives the amounts back to the bills."""
+        payment = self.vendor_payment(org, payment_id)
+        detail = _public(payment)
+        events = []
+        for entry in payment["bills"]:
+            bill = org.bills.get(entry["bill_id"])
+            if bill is None:
+                continue
+            bill["_payments"].pop(payment_id, None)
+            self._recompute_bill(bill)
+            self._touch(org, bill)
+            events.append(
+                Event(
+                    org.organization_id,
+                    "bill",
+                    "updated",
+                    bill["bill_id"],
+                    self.render_bill(org, bill),
+                )
+            )
+        del org.vendor_payments[payment_id]
+        org.version += 1
+        return [
+            Event(org.organization_id, "vendorpayment", "deleted", payment_id, detail),
+            *events,
+        ]
+
     # -- listing machinery -------------------------------------------------------------------------
 
     @staticmethod
@@ -1629,7 +2001,12 @@ class BooksStore:
         # Python's sort is stable, so ties stay in creation order (ids are increasing).
         chosen.sort(key=key, reverse=order == "D")
         id_key = next(
-            (k for k in ("contact_id", "invoice_id", "payment_id") if chosen and k in chosen[0]), ""
+            (
+                k
+                for k in ("contact_id", "invoice_id", "payment_id", "bill_id")
+                if chosen and k in chosen[0]
+            ),
+            "",
         )
         return [record[id_key] for record in chosen]
 
@@ -1684,6 +2061,10 @@ class BooksStore:
             create = self._bulk_invoice
         elif entity in ("customerpayments", "payments"):
             create = self.create_payment
+        elif entity == "bills":
+            create = self._bulk_bill
+        elif entity == "vendorpayments":
+            create = self.create_vendor_payment
         else:
             raise ValueError(f"unknown entity {entity!r}")
         ids = []
@@ -1704,6 +2085,11 @@ class BooksStore:
         return self.create_invoice(
             org, data, send=state in ("sent", "unpaid", "overdue"), render=False
         )
+
+    def _bulk_bill(
+        self, org: Organization, data: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[Event]]:
+        return self.create_bill(org, data, render=False)
 
     def seed(
         self, org: Organization, *, contacts: int = 0, invoices: int = 0, seed: int = 0

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["register_control_routes"]
 
-_ENTITIES = ("contacts", "invoices", "customerpayments")
+_ENTITIES = ("contacts", "invoices", "customerpayments", "bills", "vendorpayments")
 
 
 def register_control_routes(app: Flask, sim: ZohoSimulator) -> None:

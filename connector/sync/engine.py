@@ -57,6 +57,7 @@ from connector.mapping.invoices import (
     invoice_snapshot,
 )
 from connector.mapping.normalize import normalize_email, normalize_name
+from connector.mapping.vendors import sum_vendor_bills, vendor_totals_payload
 from connector.models import Connection, InvoiceLink, Link
 from connector.sync.audit import AuditLog, Trigger
 from connector.sync.links import LinkRepository
@@ -328,6 +329,13 @@ class SyncEngine:
                     entity_id,
                     known_invoice_ids=list(payload.get("invoice_ids") or []),
                     entity=entity,
+                )
+            if entity in {"bill", "vendorpayment"} and self.config.vendor_total_fields:
+                return self.sync_vendor_bills(
+                    connection_id,
+                    entity_id,
+                    entity=entity,
+                    vendor_id=str(payload.get("vendor_id") or "") or None,
                 )
         if source == "pipedrive":
             return self.handle_pipedrive_event(entity, entity_id, payload)
@@ -1426,6 +1434,109 @@ class SyncEngine:
             return SKIPPED
         outcomes = [self.sync_zoho_invoice(zoho_connection_id, i) for i in invoice_ids]
         return APPLIED if APPLIED in outcomes else outcomes[0]
+
+    # Vendor bills -> organization totals ---------------------------------------------------
+
+    def sync_vendor_bills(
+        self,
+        zoho_connection_id: int,
+        entity_id: str,
+        *,
+        entity: str = "bill",
+        vendor_id: str | None = None,
+    ) -> str:
+        """A bill or vendor payment changed: write the vendor's bill sums on its organization.
+
+        The sums come from re-reading every bill of the vendor through the API, never from the
+        webhook: a payload tells which vendor, not what it is owed. ``vendor_id`` (from the
+        webhook) saves reading the bill or payment itself and is all that is left once it is
+        deleted.
+        """
+        zoho = self.zoho(zoho_connection_id)
+        base = {
+            "direction": Z2P,
+            "entity": "organization",
+            "zoho_connection_id": zoho_connection_id,
+            "zoho_id": entity_id,
+        }
+        with (
+            bound(zoho_connection=zoho.connection.name, entity=entity, zoho_id=entity_id),
+            self._record(**base) as row,
+        ):
+            vendor_id = vendor_id or self._vendor_of(zoho, entity, entity_id)
+            if not vendor_id:
+                row["reason"] = f"{entity} is gone from Zoho Books and names no vendor"
+                return SKIPPED
+            row["zoho_id"] = vendor_id
+            link = self.links.by_zoho(zoho_connection_id, "contact", vendor_id)
+            if link is None or link.pipedrive_entity != "organization":
+                row["reason"] = f"{entity}: the vendor is not linked to a Pipedrive organization"
+                return SKIPPED
+            row["pipedrive_id"] = link.pipedrive_id
+            try:
+                vendor = zoho.client.contacts.get(vendor_id)
+            except NotFoundError:
+                row["reason"] = f"{entity}: the vendor is deleted in Zoho Books"
+                return SKIPPED
+            currency = str(
+                vendor.get("currency_code") or zoho.connection.options.get("currency_code") or ""
+            )
+            totals = sum_vendor_bills(zoho.client.bills.iter(vendor_id=vendor_id), currency)
+            if totals.currency_mismatch or not totals.currency:
+                reason = (
+                    f"bills in another currency than the vendor's {totals.currency or '(unknown)'} "
+                    "cannot be summed; bill totals left unchanged"
+                )
+                row["action"] = "review"
+                row["outcome"] = REVIEW
+                row["reason"] = f"{entity}: {reason}"
+                self._review(
+                    "currency_mismatch",
+                    zoho_connection_id,
+                    "contact",
+                    vendor_id,
+                    f"{vendor.get('contact_name', vendor_id)}: {reason}",
+                    [{"bill_id": bill_id} for bill_id in totals.mismatched_bill_ids],
+                )
+                return REVIEW
+            if not self.dry_run:
+                self.links.close_review(
+                    kind="currency_mismatch",
+                    connection_id=zoho_connection_id,
+                    entity="contact",
+                    record_id=vendor_id,
+                )
+            org = self.lookup.organization(link.pipedrive_id)
+            if org is None:
+                row["reason"] = f"{entity}: the vendor's organization is gone from Pipedrive"
+                return SKIPPED
+            keys = self.keys("organization")
+            desired = vendor_totals_payload(totals, self.config, keys)
+            current = org.get("custom_fields") or {}
+            changed = {k: v for k, v in desired.items() if not _same_value(current.get(k), v)}
+            names = {v: k for k, v in keys.items()}
+            summary = f"{totals.counted} bill(s) of the vendor, void ones left out"
+            if not changed:
+                row["reason"] = f"{entity}: bill totals already up to date ({summary})"
+                return SKIPPED
+            self._update("organization", link.pipedrive_id, {"custom_fields": changed})
+            row["action"] = "update"
+            row["outcome"] = APPLIED
+            row["diff"] = {names.get(k, k): (current.get(k), v) for k, v in changed.items()}
+            row["reason"] = f"{entity}: bill totals from {summary}"
+            return APPLIED
+
+    @staticmethod
+    def _vendor_of(zoho: ZohoSide, entity: str, entity_id: str) -> str | None:
+        """The vendor of a bill or vendor payment, read through the API (``None`` when gone)."""
+        try:
+            if entity == "bill":
+                record = zoho.client.bills.get(entity_id)
+            else:
+                record = zoho.client.vendor_payments.get(entity_id)
+        except NotFoundError:
+            return None
+        return str(record.get("vendor_id") or "") or None
 
     # Backfill ----------------------------------------------------------------------------
 

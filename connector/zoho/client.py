@@ -149,6 +149,8 @@ class ZohoBooksClient(BaseClient):
         self.contact_persons = ContactPersonsService(self)
         self.invoices = InvoicesService(self)
         self.payments = PaymentsService(self)
+        self.bills = BillsService(self)
+        self.vendor_payments = VendorPaymentsService(self)
 
     def __repr__(self) -> str:
         return f"ZohoBooksClient(organization_id={self.organization_id!r})"
@@ -458,6 +460,39 @@ class PaymentsService(_Service):
         """One customer payment."""
         body = self._client.call("GET", f"/customerpayments/{_segment(payment_id)}")
         return dict(body.get("payment") or {})
+
+
+class BillsService(_Service):
+    """``/bills``: what the organization owes its vendors (scope ``ZohoBooks.bills.READ``)."""
+
+    def iter(
+        self,
+        last_modified_since: dt.datetime | None = None,
+        *,
+        vendor_id: str | None = None,
+        per_page: int = MAX_PER_PAGE,
+        **filters: Any,
+    ) -> Iterator[Record]:
+        """Every bill matching ``filters`` (list shape), optionally of one vendor."""
+        if last_modified_since is not None:
+            filters["last_modified_time"] = format_zoho_time(last_modified_since)
+        if vendor_id is not None:
+            filters["vendor_id"] = str(vendor_id)
+        return self._client.iter_pages("/bills", "bills", filters, per_page=per_page)
+
+    def get(self, bill_id: str) -> Record:
+        """One bill, with line items."""
+        body = self._client.call("GET", f"/bills/{_segment(bill_id)}")
+        return dict(body.get("bill") or {})
+
+
+class VendorPaymentsService(_Service):
+    """``/vendorpayments`` (scope ``ZohoBooks.vendorpayments.READ``)."""
+
+    def get(self, payment_id: str) -> Record:
+        """One payment made to a vendor, with the bills it pays."""
+        body = self._client.call("GET", f"/vendorpayments/{_segment(payment_id)}")
+        return dict(body.get("vendorpayment") or {})
 
 
 def _one(node: Any) -> Record:

@@ -31,11 +31,13 @@ from connector.errors import PayloadError
 from connector.zoho.times import parse_zoho_time
 
 __all__ = [
+    "BillSchema",
     "ContactPersonSchema",
     "ContactSchema",
     "CustomerPaymentSchema",
     "InvoiceSchema",
     "OrganizationSchema",
+    "VendorPaymentSchema",
     "ZohoWebhookEvent",
     "load_record",
     "parse_zoho_webhook",
@@ -223,6 +225,53 @@ class CustomerPaymentSchema(_Base):
     last_modified_time = ZohoDateTime(allow_none=True)
 
 
+class BillSchema(_Base):
+    """A bill from a vendor (``/bills``; list items lack line items)."""
+
+    bill_id = ZohoId(required=True)
+    bill_number = fields.String(allow_none=True)
+    vendor_id = ZohoId(allow_none=True)
+    vendor_name = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    reference_number = fields.String(allow_none=True)
+    date = fields.String(allow_none=True)
+    due_date = fields.String(allow_none=True)
+    currency_id = ZohoId(allow_none=True)
+    currency_code = fields.String(allow_none=True)
+    exchange_rate = _money()
+    total = _money()
+    balance = _money()
+    sub_total = _money()
+    payment_made = _money()
+    line_items = fields.List(fields.Nested(LineItemSchema), allow_none=True)
+    created_time = ZohoDateTime(allow_none=True)
+    last_modified_time = ZohoDateTime(allow_none=True)
+
+
+class VendorPaymentBillSchema(_Base):
+    """The part of a vendor payment applied to one bill."""
+
+    bill_id = ZohoId(allow_none=True)
+    bill_number = fields.String(allow_none=True)
+    amount_applied = _money()
+
+
+class VendorPaymentSchema(_Base):
+    """A payment made to a vendor (``/vendorpayments``)."""
+
+    payment_id = ZohoId(required=True)
+    payment_number = ZohoId(allow_none=True)
+    vendor_id = ZohoId(allow_none=True)
+    vendor_name = fields.String(allow_none=True)
+    payment_mode = fields.String(allow_none=True)
+    date = fields.String(allow_none=True)
+    amount = _money()
+    currency_code = fields.String(allow_none=True)
+    bills = fields.List(fields.Nested(VendorPaymentBillSchema), allow_none=True)
+    created_time = ZohoDateTime(allow_none=True)
+    last_modified_time = ZohoDateTime(allow_none=True)
+
+
 class OrganizationSchema(_Base):
     """An organization from ``GET /organizations``."""
 
@@ -297,6 +346,8 @@ _SCHEMAS: dict[str, Schema] = {
     "contact": ContactSchema(),
     "customerpayment": CustomerPaymentSchema(),
     "contactperson": ContactPersonSchema(),
+    "bill": BillSchema(),
+    "vendorpayment": VendorPaymentSchema(),
 }
 _EVENT_KEYS = ("event", "event_type")
 _MAX_ID = 64
@@ -307,7 +358,8 @@ class ZohoWebhookEvent:
     """One inbound Zoho Books webhook, normalised.
 
     Attributes:
-        entity: ``invoice``, ``contact``, ``customerpayment`` or ``contactperson``.
+        entity: ``invoice``, ``contact``, ``customerpayment``, ``contactperson``, ``bill``,
+            ``vendorpayment`` or another entity that is recorded but not synced.
         entity_id: the record's id.
         event_kind: ``<entity>.<action>`` when the sender says so, else ``<entity>.changed``.
         last_modified_time: the record's timestamp, when the payload carries one.
