@@ -61,7 +61,9 @@ class ConnectionStore:
             ConfigError: when there is no such connection.
         """
         query = sa.select(Connection)
-        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+        if isinstance(name_or_id, str) and "\x00" in name_or_id:
+            raise ConfigError(["a connection name cannot contain NUL"])
+        if isinstance(name_or_id, int) or (str(name_or_id).isascii() and str(name_or_id).isdigit()):
             found = self.session.get(Connection, int(name_or_id))
             if found is None:
                 found = self.session.scalar(query.where(Connection.name == str(name_or_id)))

@@ -48,8 +48,18 @@ class Secret:
         return bool(self._value)
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, for one
+        return False
+
+
 def _url_problem(name: str, value: str, schemes: tuple[str, ...]) -> str | None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return f"{name} is not a valid URL"
     scheme = parts.scheme.split("+", 1)[0]
     if scheme not in schemes:
         return f"{name} must be a URL starting with one of {', '.join(schemes)} (got {scheme!r})"
@@ -168,7 +178,7 @@ class Settings:
             problems.append("PIPEDRIVE_CLIENT_ID and PIPEDRIVE_CLIENT_SECRET must be set together")
 
         values["config_path"] = get("CONNECTOR_CONFIG")
-        if values["config_path"] and not Path(values["config_path"]).is_file():
+        if values["config_path"] and not _is_file(values["config_path"]):
             problems.append(
                 f"CONNECTOR_CONFIG names {values['config_path']!r}, which is not a file"
             )
@@ -194,7 +204,7 @@ class Settings:
         if raw_timeout:
             try:
                 values["http_timeout"] = float(raw_timeout)
-                if values["http_timeout"] <= 0:
+                if not 0 < values["http_timeout"] < float("inf"):
                     raise ValueError
             except ValueError:
                 problems.append(

@@ -528,6 +528,8 @@ def _valid_pattern(value: str) -> None:
         compiled = re.compile(value)
     except re.error as exc:
         raise ValidationError(f"not a valid regular expression ({exc})") from exc
+    except (RecursionError, OverflowError) as exc:
+        raise ValidationError("regular expression is too deeply nested or too large") from exc
     if compiled.groups < 1:
         raise ValidationError("must contain a capture group around the deal id, e.g. (\\d+)")
 

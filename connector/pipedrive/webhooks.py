@@ -99,7 +99,10 @@ def _parse_time(value: Any) -> dt.datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        return None
 
 
 def _record(value: Any) -> dict[str, Any] | None:
@@ -113,6 +116,10 @@ def _body_hash(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_pipedrive_webhook(body: bytes) -> PipedriveWebhookEvent:
     """Parse a webhook body (v2 or v1).
 
@@ -120,8 +127,8 @@ def parse_pipedrive_webhook(body: bytes) -> PipedriveWebhookEvent:
         PayloadError: not JSON, not an object, or not a Pipedrive webhook payload.
     """
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise PayloadError("webhook body is not JSON") from exc
     if not isinstance(document, dict) or not isinstance(document.get("meta"), dict):
         raise PayloadError("webhook body has no meta object")
@@ -129,11 +136,15 @@ def parse_pipedrive_webhook(body: bytes) -> PipedriveWebhookEvent:
     is_v1 = document.get("v") == 1 or meta.get("v") == 1 or "object" in meta
     try:
         if is_v1:
-            return _parse_v1(WebhookV1Schema().load(document), body)
-        return _parse_v2(WebhookV2Schema().load(document), body)
+            event = _parse_v1(WebhookV1Schema().load(document), body)
+        else:
+            event = _parse_v2(WebhookV2Schema().load(document), body)
     except SchemaError as exc:
         problems = ", ".join(sorted(_flatten(exc.messages)))
         raise PayloadError(f"webhook payload invalid: {problems}") from exc
+    if len(event.entity_id) > 64 or not event.entity_id.isprintable():
+        raise PayloadError("webhook payload invalid: meta.entity_id")
+    return event
 
 
 def _flatten(messages: Any, prefix: str = "") -> list[str]:

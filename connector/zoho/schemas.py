@@ -400,7 +400,7 @@ def _document(body: bytes, content_type: str) -> dict[str, Any]:
             if value.lstrip().startswith("{"):
                 try:
                     inner = json.loads(value)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(inner, dict):
                     rest = {k: v for k, v in form.items() if k != name}
@@ -408,7 +408,7 @@ def _document(body: bytes, content_type: str) -> dict[str, Any]:
         return dict(form)
     try:
         document = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise PayloadError(
             f"the webhook body is not JSON (content type {mime or 'missing'!r})"
         ) from exc
@@ -432,7 +432,10 @@ def _dedupe_key(
     # The action is part of the key: a delete can carry the same timestamp as the last update.
     action = event_kind.split(".", 1)[1]
     if modified is not None:
-        stamp = modified.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        try:
+            stamp = modified.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        except OverflowError as exc:
+            raise PayloadError("last_modified_time is out of range") from exc
     else:
         stamp = "sha256-" + hashlib.sha256(body).hexdigest()[:32]
     return f"{entity}:{entity_id}:{action}:{stamp}"
@@ -496,6 +499,8 @@ def parse_zoho_webhook(
     if not entity_id or len(entity_id) > _MAX_ID or not entity_id.isprintable():
         raise PayloadError("entity_id is empty, too long or not printable")
     event_kind = _event_kind(raw_event, entity)
+    if len(event_kind) > 60 or not event_kind.isprintable():
+        raise PayloadError("the event name is too long or not printable")
     return ZohoWebhookEvent(
         entity=entity,
         entity_id=entity_id,
