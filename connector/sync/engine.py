@@ -218,6 +218,8 @@ class SyncEngine:
         self.links = LinkRepository(session)
         self.dry_run = dry_run
         self.changes: list[PlannedChange] = []
+        # Organizations this engine created: their only persons are the ones it created too.
+        self._created_orgs: set[str] = set()
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
         self.lookup: PipedriveLookup = lookup or RemoteLookup(
             pipedrive.client,
@@ -484,7 +486,12 @@ class SyncEngine:
                         return REVIEW
                     org, method = match.record, match.method
                 if org is None:
-                    org = self._create("organization", desired, contact_id)
+                    org = self._create(
+                        "organization",
+                        desired,
+                        lambda remote: remote.organizations_by_reference(contact_id),
+                    )
+                    self._created_orgs.add(str(org.get("id") or ""))
                     row["action"] = "create"
                     row["outcome"] = APPLIED
                     row["diff"] = {k: (None, v) for k, v in _flat(desired).items()}
@@ -648,7 +655,11 @@ class SyncEngine:
                 if candidates:
                     current, method = candidates[0], "email or name"
             if current is None:
-                current = self._create("person", desired, reference or zoho_id)
+                current = self._create(
+                    "person",
+                    desired,
+                    lambda remote: self._persons_like(remote, reference, email, name, org_id),
+                )
                 row["action"] = "create"
                 row["outcome"] = APPLIED
                 row["diff"] = {k: (None, v) for k, v in _flat(desired).items()}
@@ -771,7 +782,7 @@ class SyncEngine:
                 by_email = in_org or [p for p in by_email if not p.get("org_id")]
             if by_email:
                 return by_email
-        if org_id and name:
+        if org_id and name and str(org_id) not in self._created_orgs:
             wanted = normalize_name(name)
             return self._unlinked(
                 "person",
@@ -783,6 +794,24 @@ class SyncEngine:
             )
         return []
 
+    @staticmethod
+    def _persons_like(
+        lookup: PipedriveLookup, reference: str | None, email: str, name: str, org_id: str | None
+    ) -> list[dict[str, Any]]:
+        """Persons that a lost create of this person would have made."""
+        if reference:
+            return lookup.persons_by_reference(reference)
+        wanted = normalize_name(name)
+        candidates = lookup.persons_by_email(email) if email else []
+        if not candidates and org_id:
+            candidates = lookup.persons_of_organization(org_id)
+        return [
+            p
+            for p in candidates
+            if (not org_id or str(p.get("org_id")) == str(org_id))
+            and (not wanted or normalize_name(str(p.get("name") or "")) == wanted)
+        ]
+
     # Writes ------------------------------------------------------------------------------
 
     def _resource(self, entity: str) -> Any:
@@ -792,35 +821,30 @@ class SyncEngine:
             "deal": self.pd.client.deals,
         }[entity]
 
-    def _create(self, entity: str, body: dict[str, Any], reference: str) -> dict[str, Any]:
+    def _create(
+        self,
+        entity: str,
+        body: dict[str, Any],
+        find_existing: Callable[[RemoteLookup], list[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Create a Pipedrive record; after a lost answer, look for it before creating again."""
         if self.dry_run:
             return {"id": "", **body}
         resource = self._resource(entity)
         try:
             created = dict(resource.create(body))
         except UncertainWriteError:
-            # The create may have happened: look for it by its cross-reference before repeating.
-            found = (
-                self.lookup.organizations_by_reference(reference)
-                if entity == "organization"
-                else self.lookup.persons_by_reference(reference)
+            # The create may have happened. Ask the API (the run's index cannot know about it).
+            remote = RemoteLookup(
+                self.pd.client,
+                org_reference_key=self._key_or_none(
+                    "organization", self.config.fields.zoho_contact_id
+                ),
+                person_reference_key=self._key_or_none(
+                    "person", self.config.fields.zoho_contact_id
+                ),
             )
-            if entity == "organization":
-                found = RemoteLookup(
-                    self.pd.client,
-                    org_reference_key=self._key_or_none(
-                        "organization", self.config.fields.zoho_contact_id
-                    ),
-                    person_reference_key=None,
-                ).organizations_by_reference(reference)
-            elif reference:
-                found = RemoteLookup(
-                    self.pd.client,
-                    org_reference_key=None,
-                    person_reference_key=self._key_or_none(
-                        "person", self.config.fields.zoho_contact_id
-                    ),
-                ).persons_by_reference(reference)
+            found = self._unlinked(entity, find_existing(remote))
             if found:
                 logger.info("sync.uncertain-create.found entity=%s id=%s", entity, found[0]["id"])
                 created = dict(found[0])

@@ -128,14 +128,19 @@ class RemoteLookup:
         if len(name.strip()) < 2 or not wanted:
             return []
         found = self.client.organizations.search(name.strip(), fields=["name"])
-        return [dict(i) for i in found if normalize_name(str(i.get("name") or "")) == wanted]
+        matches = [i for i in found if normalize_name(str(i.get("name") or "")) == wanted]
+        full = [self._get(self.client.organizations, str(i["id"])) for i in matches]
+        return [o for o in full if o is not None]
 
     def persons_by_email(self, email: str) -> list[Record]:
         wanted = normalize_email(email)
         if not wanted:
             return []
         found = self.client.persons.search(wanted, fields=["email"], exact_match=True)
-        return [dict(i) for i in found if wanted in _emails(i)]
+        # Search results are a reduced shape (flat email lists, nested organization): read the
+        # few real matches in full, since they are compared field by field afterwards.
+        full = [self._get(self.client.persons, str(i["id"])) for i in found if wanted in _emails(i)]
+        return [p for p in full if p is not None]
 
     def persons_of_organization(self, org_id: str) -> list[Record]:
         return [dict(p) for p in self.client.persons.iter(org_id=int(org_id))]

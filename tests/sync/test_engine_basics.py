@@ -254,3 +254,39 @@ def test_pipedrive_merge_repoints_the_link_instead_of_duplicating(w):
         assert engine.sync_zoho_contact(zc, cid) == "ok"
     names = sorted(o["name"] for o in w.pd_records("organizations"))
     assert names == ["Merge Me Group"]
+
+
+def test_lost_answer_to_a_person_create_does_not_duplicate_the_person(w):
+    org = w.zoho_orgs["us"]
+    (cid,) = w.zoho.bulk_create(org, "contacts", [contact("Lost Person AG", persons=2)])
+    w.pipedrive.faults.configure(timeout_rate=1.0, only_paths=r"/api/v2/persons$")
+    w.pipedrive.configure(faults_after_write=True)
+    with engine_session(w.context) as engine:
+        assert engine.sync_zoho_contact(w.zoho_connections["us"], cid) == "ok"
+    w.pipedrive.faults.configure(timeout_rate=0.0)
+    persons = w.pd_records("persons")
+    assert sorted(p["name"] for p in persons) == ["First0 Lost", "First1 Lost"]
+    assert w.pipedrive.faults.injected.get("timeout", 0) >= 2
+
+
+def test_contact_matches_the_organization_of_a_known_email_through_search(w):
+    org = w.zoho_orgs["us"]
+    existing = w.pipedrive.app_create(COMPANY, "organizations", {"name": "Totally Different Name"})
+    w.pipedrive.app_create(
+        COMPANY,
+        "persons",
+        {
+            "name": "First0 Emailco",
+            "org_id": existing["id"],
+            "emails": [{"value": "person0@emailco.example.com"}],
+        },
+    )
+    (cid,) = w.zoho.bulk_create(
+        org, "contacts", [contact("Emailco", persons=1, email_domain="emailco.example.com")]
+    )
+    with engine_session(w.context, trigger="webhook") as engine:  # RemoteLookup: the search path
+        assert engine.sync_zoho_contact(w.zoho_connections["us"], cid) == "ok"
+    assert len(w.pd_records("organizations")) == 1  # matched, not duplicated
+    assert len(w.pd_records("persons")) == 1
+    rows = _audit(w, entity="organization")
+    assert rows[-1].reason.startswith("matched by email")
