@@ -10,6 +10,7 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from sqlalchemy.engine import Engine
@@ -31,6 +32,8 @@ class AppContext:
     _engine: Engine | None = field(default=None, repr=False)
     _sessions: sessionmaker[Session] | None = field(default=None, repr=False)
     _redis: redis.Redis | None = field(default=None, repr=False)
+    # Short-lived answers shared by requests in this process (e.g. the receiver's backpressure).
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls) -> AppContext:

@@ -185,3 +185,14 @@ def release_parked(self: Task) -> int:
 def prune_webhook_events(self: Task) -> int:
     """Delete processed webhook events older than the dedupe window."""
     return service.prune_webhook_events(context())
+
+
+@_task(name="workers.tasks.backfill_page")
+def backfill_chunk(self: Task, run_id: str, chunk: dict[str, Any]) -> int:
+    """Sync one chunk of a distributed backfill; the last contact chunk releases the invoices."""
+    from connector.sync.distributed import BackfillRun, run_backfill_chunk
+
+    state = run_backfill_chunk(context(), chunk, task_id=self.request.id or "")
+    for follow_up in BackfillRun(context(), run_id).finish(chunk, state):
+        backfill_chunk.delay(run_id, follow_up)
+    return state.done

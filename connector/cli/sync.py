@@ -60,16 +60,35 @@ def plan(limit: int | None, as_json: bool) -> None:
 @click.option("--contacts/--no-contacts", default=True, help="Include contacts.")
 @click.option("--invoices/--no-invoices", default=True, help="Include invoices.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Split the work into chunks for the Celery workers (runs python -m workers.backfill).",
+)
+@click.option("--chunk-size", type=int, default=200, show_default=True, help="With --distributed.")
+@click.option("--wait", is_flag=True, help="With --distributed: wait until every chunk is done.")
 def backfill(
     token_cap: int | None,
     zoho_names: tuple[str, ...],
     contacts: bool,
     invoices: bool,
     as_json: bool,
+    distributed: bool,
+    chunk_size: int,
+    wait: bool,
 ) -> None:
     """Sync everything; resumable (run it again after a stop) and within a token cap."""
     from connector.sync.engine import engine_session
 
+    if distributed:
+        argv = ["--chunk-size", str(chunk_size)]
+        argv += [arg for name in zoho_names for arg in ("--zoho", name)]
+        argv += [] if contacts else ["--no-contacts"]
+        argv += [] if invoices else ["--no-invoices"]
+        argv += ["--wait"] if wait else []
+        argv += ["--json"] if as_json else []
+        _run_distributed(argv)
+        return
     context = get_context()
     ids: list[int] | None = None
     if zoho_names:
@@ -99,6 +118,21 @@ def backfill(
             click.echo(state.stopped)
     if state.failed:
         raise SystemExit(1)
+
+
+def _run_distributed(argv: list[str]) -> None:
+    """Hand over to the workers package, which owns sending Celery tasks (connector/ does not)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "workers.backfill", *argv]
+    if importlib.util.find_spec("workers") is None:
+        fail(
+            "the distributed backfill is started by the workers package, which is not importable "
+            f"here; from the deployment's root run: {' '.join(command[1:])}"
+        )
+    raise SystemExit(subprocess.run(command, check=False).returncode)  # noqa: S603
 
 
 @click.command("sync")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DELIVERY_TTL = 24 * 3600
+BACKPRESSURE_CACHE_SECONDS = 1.0
 STUCK_AFTER = dt.timedelta(minutes=10)
 PRUNE_AFTER = dt.timedelta(days=7)
 PROCESS_TASK = "workers.tasks.process_webhook_event"
@@ -147,7 +149,17 @@ def backpressure_check(
 ) -> Callable[[Session, Connection | None], Backpressure | None]:
     """A check the receiver runs before queueing: budget spent, or backlog too deep."""
 
-    def check(session: Session, _connection: Connection | None) -> Backpressure | None:
+    def check(session: Session, connection: Connection | None) -> Backpressure | None:
+        # The answer changes slowly; one computation per second serves every request in between.
+        now = time.monotonic()
+        at, cached = context.cache.get("backpressure", (-1e9, None))
+        if now - at < BACKPRESSURE_CACHE_SECONDS:
+            return cached  # type: ignore[no-any-return]
+        value = _compute(session)
+        context.cache["backpressure"] = (now, value)
+        return value
+
+    def _compute(session: Session) -> Backpressure | None:
         limit = context.settings.webhook_backlog_limit
         if backlog_size(session) >= limit:
             return Backpressure(reason=f"backlog above {limit} events", retry_after_seconds=60)

@@ -108,6 +108,8 @@ class ZohoLimiter:
         timezone: IANA zone whose midnight resets the daily count (Zoho's is UNCONFIRMED).
         lease_seconds: a lease never released (crashed process) lapses after this.
         per_minute_cooldown: pause for the org after a code 44 (Zoho names no duration).
+        window_margin_seconds: added to the 60 s window, for the time between our grant and the
+            request reaching Zoho (without it Zoho can count 101 in its minute and block the org).
         concurrency_backoff: pause for the org after a code 1070.
         now: injected clock (epoch seconds) for tests; ``None`` uses Redis ``TIME``.
         sleep: how :meth:`acquire` waits.
@@ -124,6 +126,7 @@ class ZohoLimiter:
         timezone: str = "UTC",
         lease_seconds: float = 120.0,
         per_minute_cooldown: float = 60.0,
+        window_margin_seconds: float = 1.0,
         concurrency_backoff: float = 2.0,
         now: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -142,7 +145,9 @@ class ZohoLimiter:
         self._daily = DailyBudget(
             key_prefix=f"{org}:day", limit=daily_limit, timezone=timezone, reason="daily"
         )
-        self._minute = SlidingWindow(f"{org}:minute", per_minute, 60.0, "per_minute")
+        self._minute = SlidingWindow(
+            f"{org}:minute", per_minute, 60.0 + window_margin_seconds, "per_minute"
+        )
         self._inflight = ConcurrencyLimit(
             key=f"{org}:inflight", limit=concurrency, lease_seconds=lease_seconds
         )

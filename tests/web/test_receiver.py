@@ -167,7 +167,10 @@ def test_bills_and_vendor_documents_are_stored_audited_and_not_synced(env, entit
 
 
 def test_backlog_above_limit_stores_and_answers_429(env, monkeypatch):
+    from connector.sync import service
+
     w, client, queued, secret, _ = env
+    monkeypatch.setattr(service, "BACKPRESSURE_CACHE_SECONDS", 0.0)  # react to the very next event
     monkeypatch.setattr(
         w.context,
         "settings",

@@ -40,11 +40,12 @@ def test_per_minute_window(rds, clock):
             clock.advance(1)
     refused = limiter.try_acquire()
     assert refused.reason == "per_minute"
-    assert refused.wait_seconds == pytest.approx(55.0)
+    # 60 s after the first grant, plus a second for the request's transit to Zoho.
+    assert refused.wait_seconds == pytest.approx(56.0)
     with pytest.raises(RateLimitError) as raised:
         limiter.acquire(max_wait=5)
     assert raised.value.system == "zoho"
-    assert raised.value.retry_after == pytest.approx(55.0)
+    assert raised.value.retry_after == pytest.approx(56.0)
     assert limiter.spent_today() == 5
     clock.advance(55)
     with limiter.acquire() as permit:
