@@ -25,6 +25,7 @@ from connector.errors import (
     NetworkError,
     RateLimitError,
     RetryableError,
+    ServerError,
     UncertainWriteError,
 )
 
@@ -193,6 +194,17 @@ class BaseClient:
                     record.status = response.status_code
                     try:
                         return self.classify(response)
+                    except ServerError as exc:
+                        # A 5xx to a write does not say the write did not happen: repeating it
+                        # blindly can duplicate a record. The caller looks before writing again.
+                        if method not in _SAFE_METHODS and not retry_writes:
+                            error = UncertainWriteError(
+                                f"{method} answered {response.status_code}; its outcome is unknown",
+                                system=self.system,
+                                status=response.status_code,
+                            )
+                        else:
+                            error = exc
                     except ApiError as exc:
                         error = exc
                 if repaired < 1 and self.on_error(error, attempt):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from connector.intake import (
@@ -81,6 +82,19 @@ def pipedrive(connection: str) -> Response:
         )
     _enqueue_after_commit(result)
     return _answer(result, "pipedrive")
+
+
+@bp.errorhandler(sa.exc.OperationalError)
+@bp.errorhandler(sa.exc.InterfaceError)
+def database_unavailable(_: Exception) -> Response:
+    """Nothing can be stored while the database is down: ask the sender to retry (never a 500)."""
+    logger.error("webhook.database-unavailable")
+    response = jsonify(
+        {"status": 503, "message": "temporarily unable to store events; retry later"}
+    )
+    response.status_code = 503
+    response.headers["Retry-After"] = "30"
+    return response
 
 
 @bp.errorhandler(413)

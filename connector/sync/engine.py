@@ -1698,7 +1698,12 @@ class SyncEngine:
                 ):
                     continue
             seen += 1
-            self.sync_pipedrive_organization(org_id, org=org)
+            try:
+                self.sync_pipedrive_organization(org_id, org=org)
+            except (FatalError, SyncError) as exc:
+                # One refused organization (say a duplicate name in Zoho) must not stop the
+                # others; its audit row says what failed and its next change is tried again.
+                logger.warning("pull.organization-failed id=%s error=%s", org_id, exc)
             if updated and (position is None or updated > position):
                 position, ids_at_position = updated, {org_id}
             elif updated and updated == position:

@@ -7,11 +7,13 @@ database session, and commit what they did together with its audit rows.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -76,7 +78,8 @@ def park_task(
 ) -> None:
     """Park a task until the budget resets (at least a minute from now)."""
     reset_at = error.reset_at or (utcnow() + dt.timedelta(minutes=15))
-    key = f"{task_name}:{sorted(args.get('args', []))!r}:{sorted(args.get('kwargs', {}).items())!r}"
+    # Arguments mix ids, names and triggers: JSON with sorted keys is a stable key for any of them.
+    key = f"{task_name}:{json.dumps(args, sort_keys=True, default=str)}"
     with context.session() as session:
         park(
             session,
@@ -166,7 +169,13 @@ def backpressure_check(
         for pipedrive in session.scalars(
             sa.select(Connection).where(Connection.system == "pipedrive")
         ):
-            spent = _pipedrive_budget_spent(context, pipedrive)
+            try:
+                spent = _pipedrive_budget_spent(context, pipedrive)
+            except redis.RedisError:
+                # Without Redis the budget is unknown: store the event anyway (nothing is lost);
+                # if the enqueue fails too, the sweeper hands the event out when Redis is back.
+                logger.warning("webhook.backpressure.redis-unavailable")
+                return None
             if spent is not None:
                 return spent
         return None
@@ -277,9 +286,20 @@ def replay(context: AppContext, task_name: str, args: list[Any], kwargs: dict[st
 
     Replaying inline keeps the library free of Celery and shows the result at once.
     """
+
+    def sync_record_task(
+        context: AppContext,
+        connection_id: int,
+        entity: str,
+        record_id: str,
+        trigger: str = "manual",
+    ) -> str:
+        # The task takes the trigger positionally; the library function takes it by keyword.
+        return sync_record(context, connection_id, entity, record_id, trigger=trigger)
+
     table: dict[str, Callable[..., Any]] = {
         "workers.tasks.process_webhook_event": process_webhook_event,
-        "workers.tasks.sync_record": sync_record,
+        "workers.tasks.sync_record": sync_record_task,
         "workers.tasks.pull_pipedrive": pull_pipedrive,
         "workers.tasks.reconcile_zoho": reconcile_zoho,
         "workers.tasks.refresh_zoho_tokens": refresh_zoho_tokens,

@@ -338,3 +338,36 @@ def test_spent_pipedrive_budget_stores_zoho_webhooks_and_answers_429_until_reset
     (event,) = _events(w)
     assert event.status == "parked"  # stored: nothing is lost
     assert queued == []
+
+
+def test_database_down_is_503_with_retry_after(env, monkeypatch):
+    import sqlalchemy as sqla
+
+    w, client, queued, secret, _ = env
+
+    def broken(*args, **kwargs):
+        raise sqla.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr("web.webhooks.receive_zoho", broken)
+    answer = _zoho_post(client, secret, _invoice_body(w))
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "30"
+    assert queued == []
+
+
+def test_redis_down_still_stores_the_event(env, monkeypatch):
+    import redis as redis_lib
+
+    from connector.sync import service
+
+    w, client, queued, secret, _ = env
+
+    def no_redis(*args, **kwargs):
+        raise redis_lib.ConnectionError("Redis is restarting")
+
+    monkeypatch.setattr(service, "_pipedrive_budget_spent", no_redis)
+    answer = _zoho_post(client, secret, _invoice_body(w, "77"))
+    assert answer.status_code == 202
+    (event,) = _events(w)
+    assert event.entity_id == "77"
+    assert len(queued) == 1
