@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,29 +19,12 @@ import redis
 import requests
 import sqlalchemy as sa
 
-from connector.context import AppContext
-from connector.db import upgrade
-from connector.mapping.config import load_config
-from connector.models import AuditEntry, WebhookEvent
-from connector.pipedrive.service import (
-    build_pipedrive_client,
-    connect_pipedrive,
-    field_registry,
-    register_webhooks,
-)
-from connector.sandbox.common import Clock, serve_in_thread
-from connector.sandbox.pipedrive import PipedriveSimulator
-from connector.sandbox.zoho import ZohoSimulator
-from connector.sync.setup import required_field_specs
-from connector.zoho.service import connect_zoho
 from connector.zoho.webhooks import sign_zoho_webhook
-from tests.conftest import POSTGRES_URL
-from tests.harness import CLIENT_ID, CLIENT_SECRET, contact, make_settings
+from tests.harness import CLIENT_SECRET, contact
+from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB_URL = "redis://127.0.0.1:6379/12"
 COMPANY = "e2e"
 
@@ -59,185 +41,28 @@ def _wait(what: str, check: Callable[[], bool], timeout: float = 45.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class Stack:
-    """The processes and simulators of one end-to-end run."""
+class Stack(ServiceStack):
+    """The shared stack with Zoho's limits lifted, webhooks on, and readable process logs."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.schema = f"e2e_{uuid.uuid4().hex[:10]}"
-        self.admin = sa.create_engine(POSTGRES_URL)
-        with self.admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
-        self.database_url = f"{POSTGRES_URL}?options=-csearch_path%3D{self.schema}"
-        redis.Redis.from_url(REDIS_DB_URL).flushdb()
-        self.clock = Clock()
-        self.zoho = ZohoSimulator(clock=self.clock, webhook_async=True, rate_limits=False)
-        self.zoho_server, self.zoho_url = serve_in_thread(self.zoho.app)
-        self.zoho.base_url = self.zoho_url
-        self.pd = PipedriveSimulator(clock=self.clock)
-        self.pd_server, self.pd_url = self.pd.start_server()
-        self.web_port = _free_port()
-        self.web_url = f"http://127.0.0.1:{self.web_port}"
-        self.settings = make_settings(
-            self.database_url,
-            REDIS_DB_URL,
-            PIPEDRIVE_API_URL=f"{self.pd_url}/c/{{company_domain}}",
-            CONNECTOR_PUBLIC_URL=self.web_url,
+        super().__init__(
+            tmp,
+            redis_url=REDIS_DB_URL,
+            zoho_rate_limits=False,
+            webhooks=True,
+            company=COMPANY,
+            log_level="INFO",
         )
-        self.context = AppContext(settings=self.settings)
-        key = ",".join(k.reveal() for k in self.settings.secret_keys)
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": REDIS_DB_URL,
-            "CONNECTOR_SECRET_KEY": key,
-            "ZOHO_CLIENT_ID": CLIENT_ID,
-            "ZOHO_CLIENT_SECRET": CLIENT_SECRET,
-            "PIPEDRIVE_API_URL": f"{self.pd_url}/c/{{company_domain}}",
-            "CONNECTOR_PUBLIC_URL": self.web_url,
-            "CONNECTOR_LOG_FORMAT": "json",
-            "CONNECTOR_DOTENV": str(tmp / "none.env"),
-        }
 
     def connect(self) -> None:
-        upgrade(self.database_url)
-        self.zoho.register_client(CLIENT_ID, CLIENT_SECRET)
-        self.org = self.zoho.create_organization(
-            "eu", "Books EU", "professional", currency_code="EUR"
-        )
-        code = self.zoho.issue_grant_code(CLIENT_ID, "eu")
-        self.zoho_connection = connect_zoho(
-            self.context,
-            organization_id=self.org,
-            grant_code=code,
-            accounts_server=f"{self.zoho_url}/eu/accounts",
-            location="eu",
-            name="zoho-eu",
-        )
-        self.pd.create_company(COMPANY, plan="growth")
-        token = self.pd.create_api_token(COMPANY)
-        pd = connect_pipedrive(
-            self.context, api_token=token, company_domain=COMPANY, name="pipedrive"
-        )
-        field_registry(self.context, pd, build_pipedrive_client(self.context, pd)).ensure_fields(
-            required_field_specs(load_config(None))
-        )
-        with self.context.session() as session:
-            store = self.context.store(session)
-            self.zoho_secret = store.webhook_secret(store.get("zoho-eu"))["secret"]
-        self.zoho.configure_webhook(
-            self.org,
-            f"{self.web_url}/webhooks/zoho/zoho-eu",
-            secret=self.zoho_secret,
-            events=("invoice", "contact", "customerpayment"),
-        )
-
-    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            list(argv),
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes[name] = process
-        return process
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        return self.start(
-            "worker",
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "-Q",
-            "webhooks,sync,pulls,maintenance",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"e2e-{uuid.uuid4().hex[:6]}@%h",
-        )
+        super().connect()
+        self.configure_zoho_webhooks()
 
     def start_all(self) -> None:
-        self.start(
-            "web",
-            str(BIN / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{self.web_port}",
-            "--workers",
-            "2",
-            "web:create_app()",
-        )
-        self.start_worker()
-        self.start(
-            "beat",
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--scheduler",
-            "workers.beat:LockedScheduler",
-            "--schedule",
-            str(self.tmp / "beat-state"),
-        )
-        _wait(
-            "the receiver",
-            lambda: requests.get(f"{self.web_url}/readyz", timeout=2).status_code == 200,
-        )
-        with self.context.session() as session:
-            pd = self.context.store(session).get("pipedrive")
-        register_webhooks(self.context, pd, self.web_url)
-
-    def stop(self, name: str) -> None:
-        process = self.processes.pop(name)
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-    def close(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
-        self.zoho_server.shutdown()
-        self.pd_server.shutdown()
-        self.pd.close()
-        self.context.close()
-        with self.admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
-        self.admin.dispose()
-
-    # Reading state -----------------------------------------------------------------------
-
-    def audit(self) -> list[AuditEntry]:
-        with self.context.session() as session:
-            return list(session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)))
-
-    def events(self) -> list[WebhookEvent]:
-        with self.context.session() as session:
-            return list(session.scalars(sa.select(WebhookEvent).order_by(WebhookEvent.id)))
-
-    def pd_records(self, entity: str) -> list[dict[str, Any]]:
-        return list(self.pd.records(COMPANY, entity))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        self.start_web()
+        self.start_worker(concurrency=2)
+        self.start_beat()
+        self.register_pipedrive_webhooks()
 
 
 @pytest.fixture(scope="module")
