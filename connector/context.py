@@ -34,17 +34,19 @@ class AppContext:
     _redis: redis.Redis | None = field(default=None, repr=False)
     # Short-lived answers shared by requests in this process (e.g. the receiver's backpressure).
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Extra ``create_engine`` arguments, e.g. the receiver's ``pool_pre_ping=False``.
+    engine_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_env(cls) -> AppContext:
+    def from_env(cls, **engine_options: Any) -> AppContext:
         """Build from the environment (raises ConfigError listing every problem)."""
-        return cls(settings=Settings.from_env())
+        return cls(settings=Settings.from_env(), engine_options=engine_options)
 
     @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine."""
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
+            self._engine = make_engine(self.settings.database_url, **self.engine_options)
         return self._engine
 
     @property

@@ -13,6 +13,8 @@ import functools
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,6 +28,8 @@ from connector.sync.audit import AuditLog, Trigger
 
 __all__ = [
     "Backpressure",
+    "ConnectionCache",
+    "IntakeConnection",
     "IntakeResult",
     "receive_pipedrive",
     "receive_zoho",
@@ -60,20 +64,152 @@ class IntakeResult:
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-BackpressureCheck = Callable[[Session, Connection], Backpressure | None]
+BackpressureCheck = Callable[[Session, Any], Backpressure | None]
+
+CONNECTION_CACHE_SECONDS = 5.0
+"""How long a process trusts what it read of a connection (name, organization, options).
+
+A changed webhook secret is seen at once (a failed check re-reads the connection); other
+changes, such as a removed connection, reach every receiver process within this time.
+"""
+LAST_WEBHOOK_EVERY_SECONDS = 10.0
+"""``last_webhook_at`` is a status-page figure: one write per connection and process this
+often, instead of every request updating (and locking) the same row."""
 
 
-def _connection(store: ConnectionStore, name: str, system: str) -> Connection | None:
-    try:
-        connection = store.get(name)
-    except ConfigError:
-        return None
-    return connection if connection.system == system else None
+@dataclasses.dataclass(frozen=True)
+class IntakeConnection:
+    """What the receiver needs of a connection; the secret stays in this process's memory."""
+
+    id: int
+    name: str
+    system: str
+    external_id: str
+    options: Mapping[str, Any]
+    secret: Mapping[str, Any] = dataclasses.field(repr=False)
+    loaded_at: float = 0.0
+
+
+class ConnectionCache:
+    """Per-process cache of connections and their decrypted webhook secrets.
+
+    Every webhook used to cost a SELECT and a decryption before its signature could be checked;
+    they change rarely, so each process keeps them for :data:`CONNECTION_CACHE_SECONDS`. A
+    signature that fails against a cached secret older than a second is checked once more
+    against a fresh read, so a rotated secret works at once while forged requests cannot make
+    every request read the database.
+    """
+
+    def __init__(
+        self,
+        ttl_seconds: float = CONNECTION_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.clock = clock
+        self._entries: dict[str, IntakeConnection | None] = {}
+        self._loaded: dict[str, float] = {}
+        self._webhook_marked: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, store: ConnectionStore, name: str, *, fresh: bool = False
+    ) -> IntakeConnection | None:
+        """The connection named ``name`` (``None`` when there is none), from cache when recent."""
+        now = self.clock()
+        with self._lock:
+            if not fresh and name in self._entries and now - self._loaded[name] < self.ttl_seconds:
+                return self._entries[name]
+        try:
+            row = store.get(name)
+        except ConfigError:
+            entry = None
+        else:
+            entry = IntakeConnection(
+                id=row.id,
+                name=row.name,
+                system=row.system,
+                external_id=row.external_id,
+                options=dict(row.options or {}),
+                secret=store.webhook_secret(row),
+                loaded_at=now,
+            )
+        with self._lock:
+            # Unknown names are cached too (a flood of them must not reach the database), but
+            # only a bounded number: the name comes from the URL.
+            if entry is None and len(self._entries) > 1000:
+                self._entries = {k: v for k, v in self._entries.items() if v is not None}
+            self._entries[name] = entry
+            self._loaded[name] = now
+        return entry
+
+    def may_reload(self, name: str) -> bool:
+        """Whether a failed check against the cached entry deserves a fresh read (once a second)."""
+        with self._lock:
+            loaded = self._loaded.get(name)
+        return loaded is None or self.clock() - loaded >= 1.0
+
+    def should_mark_webhook(self, connection_id: int) -> bool:
+        """Whether this process should write ``last_webhook_at`` now (and note that it did)."""
+        now = self.clock()
+        with self._lock:
+            if now - self._webhook_marked.get(connection_id, -1e9) < LAST_WEBHOOK_EVERY_SECONDS:
+                return False
+            self._webhook_marked[connection_id] = now
+            return True
+
+    def clear(self) -> None:
+        """Forget everything (tests, or after a connection was changed in this process)."""
+        with self._lock:
+            self._entries.clear()
+            self._loaded.clear()
+            self._webhook_marked.clear()
+
+
+def _authenticate(
+    store: ConnectionStore,
+    cache: ConnectionCache,
+    name: str,
+    system: str,
+    check: Callable[[IntakeConnection], str | None],
+) -> tuple[IntakeConnection | None, str | None]:
+    """The connection and why its check failed (``None`` when it passed).
+
+    A failure against cached data is tried once more against a fresh read: the secret may have
+    been rotated, or the connection created, since this process cached it.
+    """
+
+    def attempt(fresh: bool) -> tuple[IntakeConnection | None, str | None]:
+        connection = cache.get(store, name, fresh=fresh)
+        if connection is None or connection.system != system:
+            return None, "unknown-connection"
+        return connection, check(connection)
+
+    connection, reason = attempt(fresh=False)
+    if reason is not None and cache.may_reload(name):
+        connection, reason = attempt(fresh=True)
+    return connection, reason
+
+
+_INSERT_EVENT = sa.text(
+    # Text, not an insert() construct: the dialects' ON CONFLICT constructs are not cached by
+    # SQLAlchemy, and compiling one on every webhook cost more than the round trip. PostgreSQL
+    # and SQLite (3.35+) both run this statement as it is.
+    "INSERT INTO webhook_events (source, connection_id, dedupe_key, event_kind, entity, entity_id,"
+    " payload, status, attempts, error, received_at)"
+    " VALUES (:source, :connection_id, :dedupe_key, :event_kind, :entity, :entity_id, :payload,"
+    " :status, 0, '', :received_at)"
+    " ON CONFLICT (source, connection_id, dedupe_key) DO NOTHING RETURNING id"
+).bindparams(
+    sa.bindparam("payload", type_=WebhookEvent.__table__.c.payload.type),
+    sa.bindparam("received_at", type_=WebhookEvent.__table__.c.received_at.type),
+)
 
 
 def _store_event(
     session: Session,
-    connection: Connection,
+    cache: ConnectionCache,
+    connection: IntakeConnection,
     *,
     source: str,
     dedupe_key: str,
@@ -82,25 +218,33 @@ def _store_event(
     entity_id: str,
     payload: dict[str, Any],
     status: str,
-) -> WebhookEvent | None:
-    """Insert the event; ``None`` when the same event was already stored (a redelivery)."""
-    event = WebhookEvent(
-        source=source,
-        connection_id=connection.id,
-        dedupe_key=dedupe_key[:200],
-        event_kind=event_kind,
-        entity=entity,
-        entity_id=entity_id,
-        payload=payload,
-        status=status,
-    )
-    try:
-        with session.begin_nested():
-            session.add(event)
-    except sa.exc.IntegrityError:
+) -> int | None:
+    """Insert the event; its id, or ``None`` when the same event was already stored (a redelivery).
+
+    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: a redelivery costs no savepoint and
+    no error round trip.
+    """
+    values = {
+        "source": source,
+        "connection_id": connection.id,
+        "dedupe_key": dedupe_key[:200],
+        "event_kind": event_kind,
+        "entity": entity,
+        "entity_id": entity_id,
+        "payload": payload,
+        "status": status,
+        "received_at": utcnow(),
+    }
+    event_id = session.connection().execute(_INSERT_EVENT, values).scalar()
+    if event_id is None:
         return None
-    connection.last_webhook_at = utcnow()
-    return event
+    if cache.should_mark_webhook(connection.id):
+        session.execute(
+            sa.update(Connection)
+            .where(Connection.id == connection.id)
+            .values(last_webhook_at=utcnow())
+        )
+    return int(event_id)
 
 
 def _jsonable(event: Any) -> dict[str, Any]:
@@ -166,7 +310,12 @@ def backlog_size(session: Session) -> int:
 
 
 def _duplicate(
-    session: Session, connection: Connection, source: str, entity: str, entity_id: str, key: str
+    session: Session,
+    connection: IntakeConnection,
+    source: str,
+    entity: str,
+    entity_id: str,
+    key: str,
 ) -> IntakeResult:
     direction = "zoho->pipedrive" if source == "zoho" else "pipedrive->zoho"
     AuditLog(session, Trigger.WEBHOOK).record(
@@ -196,6 +345,7 @@ def receive_zoho(
     signature: str | None,
     backpressure: BackpressureCheck | None = None,
     sync_vendor_bills: bool = False,
+    cache: ConnectionCache | None = None,
 ) -> IntakeResult:
     """Authenticate, parse and store a Zoho Books webhook.
 
@@ -205,26 +355,34 @@ def receive_zoho(
     from connector.zoho.schemas import parse_zoho_webhook
     from connector.zoho.webhooks import verify_zoho_signature
 
-    connection = _connection(store, connection_name, "zoho")
-    if connection is None:
-        logger.warning("webhook.zoho.rejected reason=unknown-connection")
-        return IntakeResult(401, "not authenticated")
-    secret = store.webhook_secret(connection)
-    if not secret.get("secret"):
-        logger.warning("webhook.zoho.rejected reason=no-secret connection=%s", connection.name)
-        return IntakeResult(401, "not authenticated: no webhook secret configured")
+    cache = cache or ConnectionCache()
     params = {**dict(query), **dict(form)}
-    try:
-        verify_zoho_signature(
-            str(secret["secret"]),
-            params=params,
-            raw_body=raw_body,
-            signature_header=signature,
-            algorithm=str(connection.options.get("webhook_algorithm", "sha256")),
-            encoding=str(connection.options.get("webhook_encoding", "hex")),
+
+    def check(connection: IntakeConnection) -> str | None:
+        if not connection.secret.get("secret"):
+            return "no-secret"
+        try:
+            verify_zoho_signature(
+                str(connection.secret["secret"]),
+                params=params,
+                raw_body=raw_body,
+                signature_header=signature,
+                algorithm=str(connection.options.get("webhook_algorithm", "sha256")),
+                encoding=str(connection.options.get("webhook_encoding", "hex")),
+            )
+        except InvalidSignatureError as exc:
+            return exc.reason
+        return None
+
+    connection, reason = _authenticate(store, cache, connection_name, "zoho", check)
+    if connection is None or reason is not None:
+        logger.warning(
+            "webhook.zoho.rejected reason=%s connection=%s",
+            reason,
+            connection.name if connection else "-",
         )
-    except InvalidSignatureError as exc:
-        logger.warning("webhook.zoho.rejected reason=%s connection=%s", exc.reason, connection.name)
+        if reason == "no-secret":
+            return IntakeResult(401, "not authenticated: no webhook secret configured")
         return IntakeResult(401, "not authenticated")
     try:
         event = parse_zoho_webhook(raw_body, content_type, params)
@@ -237,6 +395,7 @@ def receive_zoho(
         # Bills, purchase orders, vendor payments and anything new: accepted, stored, recorded.
         stored = _store_event(
             session,
+            cache,
             connection,
             source="zoho",
             dedupe_key=event.dedupe_key,
@@ -261,6 +420,7 @@ def receive_zoho(
     pressure = backpressure(session, connection) if backpressure else None
     stored = _store_event(
         session,
+        cache,
         connection,
         source="zoho",
         dedupe_key=event.dedupe_key,
@@ -290,16 +450,15 @@ def receive_zoho(
         return _duplicate(
             session, connection, "zoho", event.entity, event.entity_id, event.dedupe_key
         )
-    session.flush()
     if pressure:
         # Stored, so nothing is lost; the 429 tells Zoho to slow down and retry later.
         return IntakeResult(
             429,
             f"stored; processing paused: {pressure.reason}",
-            event_id=stored.id,
+            event_id=stored,
             retry_after=pressure.retry_after_seconds,
         )
-    return IntakeResult(202, "accepted", event_id=stored.id, enqueue=True)
+    return IntakeResult(202, "accepted", event_id=stored, enqueue=True)
 
 
 def receive_pipedrive(
@@ -311,6 +470,7 @@ def receive_pipedrive(
     authorization: str | None,
     relay_signature: str | None,
     backpressure: BackpressureCheck | None = None,
+    cache: ConnectionCache | None = None,
 ) -> IntakeResult:
     """Authenticate (HTTP Basic, plus an optional relay HMAC), parse and store a Pipedrive webhook."""
     from connector.pipedrive.webhooks import (
@@ -319,23 +479,31 @@ def receive_pipedrive(
         verify_relay_signature,
     )
 
-    connection = _connection(store, connection_name, "pipedrive")
-    if connection is None:
-        logger.warning("webhook.pipedrive.rejected reason=unknown-connection")
-        return IntakeResult(401, "not authenticated", headers={"WWW-Authenticate": "Basic"})
-    secret = store.webhook_secret(connection)
-    if not secret.get("username") or not secret.get("password"):
-        return IntakeResult(401, "not authenticated: no webhook credentials configured")
-    try:
-        verify_basic_auth(
-            authorization, username=str(secret["username"]), password=str(secret["password"])
-        )
-        if secret.get("relay_secret"):
-            verify_relay_signature(str(secret["relay_secret"]), raw_body, relay_signature)
-    except InvalidSignatureError as exc:
+    cache = cache or ConnectionCache()
+
+    def check(connection: IntakeConnection) -> str | None:
+        secret = connection.secret
+        if not secret.get("username") or not secret.get("password"):
+            return "no-credentials"
+        try:
+            verify_basic_auth(
+                authorization, username=str(secret["username"]), password=str(secret["password"])
+            )
+            if secret.get("relay_secret"):
+                verify_relay_signature(str(secret["relay_secret"]), raw_body, relay_signature)
+        except InvalidSignatureError as exc:
+            return exc.reason
+        return None
+
+    connection, reason = _authenticate(store, cache, connection_name, "pipedrive", check)
+    if connection is None or reason is not None:
         logger.warning(
-            "webhook.pipedrive.rejected reason=%s connection=%s", exc.reason, connection.name
+            "webhook.pipedrive.rejected reason=%s connection=%s",
+            reason,
+            connection.name if connection else "-",
         )
+        if reason == "no-credentials":
+            return IntakeResult(401, "not authenticated: no webhook credentials configured")
         return IntakeResult(401, "not authenticated", headers={"WWW-Authenticate": "Basic"})
     try:
         event = parse_pipedrive_webhook(raw_body)
@@ -350,6 +518,7 @@ def receive_pipedrive(
     pressure = backpressure(session, connection) if backpressure else None
     stored = _store_event(
         session,
+        cache,
         connection,
         source="pipedrive",
         dedupe_key=event.dedupe_key,
@@ -363,11 +532,8 @@ def receive_pipedrive(
         return _duplicate(
             session, connection, "pipedrive", event.entity, str(event.entity_id), event.dedupe_key
         )
-    session.flush()
     if pressure:
         # Pipedrive counts non-2xx answers towards a ban that loses events, so it gets a 202:
         # the event is stored and processed when the budget allows.
-        return IntakeResult(
-            202, f"stored; processing paused: {pressure.reason}", event_id=stored.id
-        )
-    return IntakeResult(202, "accepted", event_id=stored.id, enqueue=True)
+        return IntakeResult(202, f"stored; processing paused: {pressure.reason}", event_id=stored)
+    return IntakeResult(202, "accepted", event_id=stored, enqueue=True)

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 
 from connector.context import AppContext
+from connector.intake import ConnectionCache
 
 Enqueue = Callable[[str, list[Any], str], None]
 
@@ -26,7 +27,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flask app."""
     app = Flask(__name__)
     config = dict(config or {})
-    context: AppContext = config.pop("CONNECTOR_CONTEXT", None) or AppContext.from_env()
+    # No ping before each use of a pooled connection: it cost a round trip per webhook. After a
+    # database restart the first use fails instead, and the webhook routes retry once.
+    context: AppContext = config.pop("CONNECTOR_CONTEXT", None) or AppContext.from_env(
+        pool_pre_ping=False
+    )
     enqueue: Enqueue = config.pop("CONNECTOR_ENQUEUE", None) or _celery_enqueue
     app.config.from_mapping(
         # Webhook bodies above this are refused with 413 before anything is read.
@@ -36,6 +41,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.extensions["connector.context"] = context
     app.extensions["connector.enqueue"] = enqueue
+    # Connections and their webhook secrets, kept per process for a few seconds.
+    app.extensions["connector.connections"] = ConnectionCache()
 
     from web import health, oauth, ui, webhooks
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.orm import Session
 
 from connector.intake import (
+    ConnectionCache,
     IntakeResult,
     receive_pipedrive,
     receive_zoho,
@@ -31,6 +34,12 @@ def _answer(result: IntakeResult, source: str) -> Response:
     return response
 
 
+def _connections() -> ConnectionCache:
+    cache = current_app.extensions["connector.connections"]
+    assert isinstance(cache, ConnectionCache)
+    return cache
+
+
 def _enqueue_after_commit(result: IntakeResult) -> None:
     if result.enqueue and result.event_id is not None:
         enqueue = current_app.extensions["connector.enqueue"]
@@ -38,6 +47,27 @@ def _enqueue_after_commit(result: IntakeResult) -> None:
             enqueue("workers.tasks.process_webhook_event", [result.event_id], "webhooks")
         except Exception:  # the event is stored; the sweeper re-enqueues it later
             logger.exception("webhook.enqueue-failed event_id=%s", result.event_id)
+
+
+def _receive(work: Callable[[Session], IntakeResult]) -> IntakeResult:
+    """Run the intake in a transaction, once more if the database connection was lost.
+
+    The receiver's pool does not ping connections before use (a round trip per webhook), so
+    the first use of a pooled connection after a database restart fails; SQLAlchemy then
+    discards the pool and the second attempt gets a fresh connection. If the commit itself was
+    cut off, the second attempt finds the event stored and answers "duplicate"; the sweeper
+    queues it, so nothing is lost.
+    """
+    context = get_context(current_app)
+    try:
+        with context.session() as session:
+            return work(session)
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        logger.warning("webhook.database-reconnect")
+    with context.session() as session:
+        return work(session)
 
 
 @bp.post("/zoho/<connection>")
@@ -48,8 +78,8 @@ def zoho(connection: str) -> Response:
     form: dict[str, Any] = {}
     if request.mimetype == "application/x-www-form-urlencoded":
         form = request.form.to_dict()
-    with context.session() as session:
-        result = receive_zoho(
+    result = _receive(
+        lambda session: receive_zoho(
             session,
             context.store(session),
             connection,
@@ -60,7 +90,9 @@ def zoho(connection: str) -> Response:
             signature=request.headers.get("X-Zoho-Webhook-Signature"),
             backpressure=service.backpressure_check(context),
             sync_vendor_bills=vendor_totals_enabled(context.settings.config_path),
+            cache=_connections(),
         )
+    )
     _enqueue_after_commit(result)
     return _answer(result, "zoho")
 
@@ -70,8 +102,8 @@ def pipedrive(connection: str) -> Response:
     """Pipedrive webhook: HTTP Basic credentials (Pipedrive does not sign), plus relay HMAC."""
     context = get_context(current_app)
     raw = request.get_data(cache=True)
-    with context.session() as session:
-        result = receive_pipedrive(
+    result = _receive(
+        lambda session: receive_pipedrive(
             session,
             context.store(session),
             connection,
@@ -79,7 +111,9 @@ def pipedrive(connection: str) -> Response:
             authorization=request.headers.get("Authorization"),
             relay_signature=request.headers.get("X-Connector-Signature"),
             backpressure=service.backpressure_check(context),
+            cache=_connections(),
         )
+    )
     _enqueue_after_commit(result)
     return _answer(result, "pipedrive")
 

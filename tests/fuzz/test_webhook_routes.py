@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -207,8 +208,15 @@ def _post(
     query: str,
     headers: dict[str, str],
 ) -> int:
+    # The bytes as a stream: given ``data=b""`` and a multipart type, Werkzeug's test client
+    # would invent a multipart body of its own, which the test did not sign.
     answer = receiver.client.post(
-        path, data=body, content_type=content_type, query_string=query, headers=headers
+        path,
+        input_stream=io.BytesIO(body),
+        content_length=len(body),
+        content_type=content_type,
+        query_string=query,
+        headers=headers,
     )
     if answer.status_code != 413 and answer.is_json:
         # The answer is JSON with a message, even for refusals.
@@ -336,7 +344,11 @@ def _signed_params(body: bytes, content_type: str, query: str) -> dict[str, str]
     """What the route signs over: query pairs plus form pairs, parsed exactly as Flask does."""
     request = Request(
         EnvironBuilder(
-            method="POST", data=body, content_type=content_type, query_string=query
+            method="POST",
+            input_stream=io.BytesIO(body),
+            content_length=len(body),
+            content_type=content_type,
+            query_string=query,
         ).get_environ()
     )
     request.max_content_length = MAX_BYTES
@@ -368,6 +380,13 @@ def _assert_outcome(receiver: Receiver, before: tuple[int, int, int], status: in
     query=queries,
     event_type=st.none() | st.text(max_size=120),
 )
+@example(
+    name="zoho-us",
+    body=b"",
+    content_type="multipart/form-data; boundary=zz",
+    query="",
+    event_type=None,
+).via("empty multipart body (the test client must send it as it is)")
 @example(
     name="zoho-us",
     body=b'{"entity": "invoice", "entity_id": "1", "event": "' + b"x" * 100 + b'"}',
