@@ -32,6 +32,7 @@ class AppContext:
     _engine: Engine | None = field(default=None, repr=False)
     _sessions: sessionmaker[Session] | None = field(default=None, repr=False)
     _redis: redis.Redis | None = field(default=None, repr=False)
+    _autocommit_engine: Engine | None = field(default=None, repr=False)
     # Short-lived answers shared by requests in this process (e.g. the receiver's backpressure).
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
     # Extra ``create_engine`` arguments, e.g. the receiver's ``pool_pre_ping=False``.
@@ -62,6 +63,21 @@ class AppContext:
         with session_scope(self.sessions) as session:
             yield session
 
+    @contextmanager
+    def autocommit_session(self) -> Iterator[Session]:
+        """A session in which every statement commits on its own.
+
+        For a write that is one statement (the receiver storing a webhook): no BEGIN and no
+        COMMIT round trips. Its own pool, so no connection switches mode on every checkout.
+        """
+        if self._autocommit_engine is None:
+            self._autocommit_engine = make_engine(
+                self.settings.database_url, isolation_level="AUTOCOMMIT", **self.engine_options
+            )
+        with Session(self._autocommit_engine, expire_on_commit=False) as session:
+            yield session
+            session.flush()
+
     @property
     def redis(self) -> redis.Redis:
         """A Redis client (a connection pool; safe to share between threads)."""
@@ -82,7 +98,8 @@ class AppContext:
 
     def close(self) -> None:
         """Release pooled connections (after a fork, or at exit)."""
-        if self._engine is not None:
-            self._engine.dispose()
+        for engine in (self._engine, self._autocommit_engine):
+            if engine is not None:
+                engine.dispose()
         if self._redis is not None:
             self._redis.close()

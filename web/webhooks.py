@@ -60,13 +60,13 @@ def _receive(work: Callable[[Session], IntakeResult]) -> IntakeResult:
     """
     context = get_context(current_app)
     try:
-        with context.session() as session:
+        with context.autocommit_session() as session:
             return work(session)
     except sa.exc.DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
         logger.warning("webhook.database-reconnect")
-    with context.session() as session:
+    with context.autocommit_session() as session:
         return work(session)
 
 

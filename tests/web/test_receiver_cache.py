@@ -27,14 +27,17 @@ class Clock:
         return self.now
 
 
-def _statements(engine: sa.engine.Engine) -> list[str]:
+@pytest.fixture
+def statements() -> Iterator[list[str]]:
+    """Every SQL statement any engine runs during the test (the receiver has its own engine)."""
     seen: list[str] = []
 
-    @sa.event.listens_for(engine, "before_cursor_execute")
-    def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(" ".join(statement.split()).lower())
 
-    return seen
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
 
 
 def _post(client: Any, secret: str, invoice_id: str, *, signature: str | None = None) -> Any:
@@ -53,7 +56,9 @@ def _post(client: Any, secret: str, invoice_id: str, *, signature: str | None = 
 
 
 @pytest.fixture
-def env(tmp_path: Any, redis_url: str) -> Iterator[tuple[World, Any, Clock, list[str], str]]:
+def env(
+    tmp_path: Any, redis_url: str, statements: list[str]
+) -> Iterator[tuple[World, Any, Clock, list[str], str]]:
     with world(f"sqlite:///{tmp_path / 'c.db'}", redis_url) as w:
         app = create_app(
             {
@@ -67,7 +72,8 @@ def env(tmp_path: Any, redis_url: str) -> Iterator[tuple[World, Any, Clock, list
         with w.context.session() as session:
             store = w.context.store(session)
             secret = str(store.webhook_secret(store.get("zoho-us"))["secret"])
-        yield w, app.test_client(), clock, _statements(w.context.engine), secret
+        statements.clear()
+        yield w, app.test_client(), clock, statements, secret
 
 
 def _reads_of_connections(statements: list[str]) -> int:
@@ -176,7 +182,7 @@ def test_receiver_survives_lost_database_connections_without_a_ping(postgres_url
         assert killed, "the pooled connection should have been terminated"
         answer = _post(client, secret, "4600002")
         assert answer.status_code == 202, answer.get_json()
-        with context.session() as session:
+        with w.context.session() as session:
             ids = set(session.scalars(sa.select(WebhookEvent.entity_id)))
         assert ids == {"4600001", "4600002"}
         context.close()
