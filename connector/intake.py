@@ -188,6 +188,13 @@ def _authenticate(
     connection, reason = attempt(fresh=False)
     if reason is not None and cache.may_reload(name):
         connection, reason = attempt(fresh=True)
+    if reason is not None:
+        logger.warning(
+            "webhook.%s.rejected reason=%s connection=%s",
+            system,
+            reason,
+            connection.name if connection else "-",
+        )
     return connection, reason
 
 
@@ -376,11 +383,6 @@ def receive_zoho(
 
     connection, reason = _authenticate(store, cache, connection_name, "zoho", check)
     if connection is None or reason is not None:
-        logger.warning(
-            "webhook.zoho.rejected reason=%s connection=%s",
-            reason,
-            connection.name if connection else "-",
-        )
         if reason == "no-secret":
             return IntakeResult(401, "not authenticated: no webhook secret configured")
         return IntakeResult(401, "not authenticated")
@@ -497,11 +499,6 @@ def receive_pipedrive(
 
     connection, reason = _authenticate(store, cache, connection_name, "pipedrive", check)
     if connection is None or reason is not None:
-        logger.warning(
-            "webhook.pipedrive.rejected reason=%s connection=%s",
-            reason,
-            connection.name if connection else "-",
-        )
         if reason == "no-credentials":
             return IntakeResult(401, "not authenticated: no webhook credentials configured")
         return IntakeResult(401, "not authenticated", headers={"WWW-Authenticate": "Basic"})
