@@ -15,6 +15,7 @@ __all__ = [
     "AuditEntry",
     "Connection",
     "DeadLetter",
+    "DealSnapshot",
     "InvoiceLink",
     "Link",
     "ParkedJob",
@@ -92,6 +93,13 @@ class Link(Base):
     pipedrive_hash: Mapped[str | None] = mapped_column(sa.String(64), default=None)
     zoho_modified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     pipedrive_modified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The mapped fields of the Pipedrive record as last written or read (v2 shape, with id and
+    # update_time), so a change from Zoho is planned against it without reading the record
+    # first. None when unknown: links made before it existed, or after Pipedrive reported a
+    # change we have not reconciled; the next write then reads first.
+    pipedrive_snapshot: Mapped[dict[str, Any] | None] = mapped_column(
+        sa.JSON(none_as_null=True), default=None
+    )
     state: Mapped[str] = mapped_column(sa.String(20), default="active")  # active | deleted
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -127,6 +135,28 @@ class InvoiceLink(Base):
     last_payment_date: Mapped[str] = mapped_column(sa.String(10), default="")
     zoho_modified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DealSnapshot(Base):
+    """What we last know of a Pipedrive deal: its currency and the invoice fields we write.
+
+    Kept from our own writes' answers (a v2 PATCH returns the whole deal) and from reads, so an
+    invoice change is written without reading the deal first. Dropped when Pipedrive reports a
+    change to the deal that is not ours; the next write then reads the deal.
+    """
+
+    __tablename__ = "deal_snapshots"
+    __table_args__ = (sa.UniqueConstraint("pipedrive_connection_id", "deal_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipedrive_connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id"))
+    deal_id: Mapped[str] = mapped_column(sa.String(64))
+    title: Mapped[str] = mapped_column(sa.Text, default="")
+    currency: Mapped[str] = mapped_column(sa.String(10), default="")
+    # Custom field key -> value as Pipedrive returned it, for the invoice fields only.
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    pipedrive_modified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

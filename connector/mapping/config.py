@@ -106,11 +106,18 @@ Full example (every value shown is the default unless marked "example")::
     overlap_seconds = 300            # incremental reads start this far before the last cursor
     reserve_fraction = 0.10          # share of each API budget kept free for webhooks and humans
     backfill_token_cap = 20000       # example: at most this many Pipedrive tokens per day for back-fills
+    read_before_write = false        # true: read each Pipedrive record before updating it (1 token
+                                     # each) instead of planning against what we last wrote or read
 
 Conflict rules, per mapped field: ``system_of_record = "newest"`` lets the side changed last win
 (modification times are passed in by the caller); ``"zoho"``/``"pipedrive"`` makes that side win:
 the other side may only fill it while it is empty. An empty value never overwrites a filled one
-unless ``overwrite_with_empty = true``.
+unless ``overwrite_with_empty = true``. Updates to Pipedrive are planned against what the
+connector last wrote or read of the record (kept per link, and per deal for the invoice fields),
+so the target's modification time is the one of that snapshot; a Pipedrive change reported by
+webhook or by the poll refreshes or drops the snapshot, and the next write then reads first.
+Address, email and phone changes always read first: Pipedrive replaces them whole and they hold
+parts the sync does not map. See the README (conflicts) for the remaining edge.
 
 Vendor totals: with ``vendor_totals = true`` (which needs ``vendor_rule = "organization"``) every
 bill or vendor-payment webhook re-reads that vendor's bills through the Zoho API and writes the
@@ -361,6 +368,7 @@ class SyncTiming:
     overlap_seconds: int = 300
     reserve_fraction: float = 0.10
     backfill_token_cap: int | None = None
+    read_before_write: bool = False
 
 
 @dataclass(frozen=True)
@@ -800,6 +808,7 @@ class _SyncSchema(Schema):
         error_messages={"invalid": "must be a number"},
     )
     backfill_token_cap = _strict_int(1, load_default=None)
+    read_before_write = _strict_bool(load_default=False)
 
 
 class _ConfigSchema(Schema):

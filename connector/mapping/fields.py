@@ -13,6 +13,9 @@ The three uses:
   view hashes the same.
 * :func:`plan_update` / :func:`diff` compare a target record with the desired one and apply the
   conflict rules, producing the audit diff and a payload holding only what changed.
+* :func:`pipedrive_snapshot` keeps only the mapped fields of a Pipedrive record, so later updates
+  can be planned against it without reading the record again; :func:`needs_whole_record` tells
+  when such a plan would send values the snapshot does not hold.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ __all__ = [
     "format_address",
     "is_empty",
     "mapped_view",
+    "needs_whole_record",
+    "pipedrive_snapshot",
     "plan_update",
     "read_pipedrive",
     "read_zoho",
@@ -641,3 +646,56 @@ def diff(
         source_modified=source_modified,
         target_modified=target_modified,
     ).changes
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots of Pipedrive records
+# --------------------------------------------------------------------------------------------
+
+# Keys a Pipedrive PATCH replaces whole, carrying parts no mapping holds (other emails and
+# phones, unmapped address parts): an update touching them is planned on the record as it is.
+_WHOLE_KEYS = ("address", "emails", "phones")
+
+
+def pipedrive_snapshot(
+    record: Mapping[str, Any],
+    *,
+    entity: Entity,
+    config: SyncConfig,
+    field_keys: Mapping[str, str],
+) -> dict[str, Any]:
+    """The mapped fields of a Pipedrive v2 record, in the record's own shape.
+
+    Holds what every mapping of ``entity`` reads (custom fields by key, address parts, primary
+    email, work and mobile phones, names, ...) plus ``id``, ``update_time`` and, for persons,
+    ``org_id``; :func:`mapped_view` and :func:`plan_update` give the same answers on it as on
+    the whole record. Unmapped data is left out (see :func:`needs_whole_record`).
+
+    Raises:
+        ConfigError: a custom field name has no key in ``field_keys``.
+    """
+    snapshot: dict[str, Any] = {}
+    for mapping in config.mappings(entity):
+        if mapping.pipedrive == "id":
+            continue
+        value = read_pipedrive(record, mapping.pipedrive, field_keys)
+        write_pipedrive(snapshot, mapping.pipedrive, value, field_keys)
+    snapshot["id"] = record.get("id")
+    snapshot["update_time"] = record.get("update_time")
+    if entity == "person":
+        snapshot["org_id"] = record.get("org_id")
+    return snapshot
+
+
+def needs_whole_record(payload: Mapping[str, Any], entity: Entity, config: SyncConfig) -> bool:
+    """Whether an update payload planned on a snapshot would send values the snapshot lacks.
+
+    Addresses, email lists and phone lists are replaced whole by a PATCH; a person's name is sent
+    as both parts, which is only safe when both parts are mapped towards Pipedrive.
+    """
+    if any(key in payload for key in _WHOLE_KEYS):
+        return True
+    if entity == "person" and {"first_name", "last_name", "name"} & set(payload):
+        mapped = {m.pipedrive for m in config.mappings("person") if m.flows_to("pipedrive")}
+        return not {"first_name", "last_name"} <= mapped
+    return False

@@ -1,9 +1,18 @@
 """The sync engine: Zoho contacts -> Pipedrive, Pipedrive organizations -> Zoho, invoices -> deals.
 
-Every operation reads both sides, decides (matching, conflict rules, compare-before-write), and
-then writes only what differs; a dry run stops before the writes and keeps the decisions as a
-plan. Each considered record produces exactly one audit row with its field diff, tokens spent
+Every operation reads what changed, decides (matching, conflict rules, compare-before-write),
+and then writes only what differs; a dry run stops before the writes and keeps the decisions as
+a plan. Each considered record produces exactly one audit row with its field diff, tokens spent
 and outcome.
+
+Compare before write, without reading Pipedrive first: each link keeps the mapped fields of its
+Pipedrive record as last written or read (``Link.pipedrive_snapshot``), and each deal its
+currency and invoice fields (``DealSnapshot``); a change from Zoho is planned on those and only
+the differing fields are sent, the write's answer (the whole v2 record) becoming the new
+snapshot. The record is read first when there is no snapshot, when a Pipedrive webhook told of a
+change that is not ours (the snapshot was dropped), when the update would send a field Pipedrive
+replaces whole (address, emails, phones), or with ``[sync] read_before_write = true``. A write
+that finds the record gone matches again, as the read would have made it do.
 
 Idempotence and loops:
 - links are unique per side, so a plan applied twice links once;
@@ -16,6 +25,7 @@ Idempotence and loops:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import logging
@@ -49,7 +59,13 @@ from connector.mapping.contacts import (
     zoho_person_to_pipedrive,
 )
 from connector.mapping.deals import choose_deal, find_deal_id_in_invoice
-from connector.mapping.fields import fields_hash, mapped_view, plan_update
+from connector.mapping.fields import (
+    fields_hash,
+    mapped_view,
+    needs_whole_record,
+    pipedrive_snapshot,
+    plan_update,
+)
 from connector.mapping.invoices import (
     InvoiceSnapshot,
     aggregate_deal_invoices,
@@ -58,7 +74,7 @@ from connector.mapping.invoices import (
 )
 from connector.mapping.normalize import normalize_email, normalize_name
 from connector.mapping.vendors import sum_vendor_bills, vendor_totals_payload
-from connector.models import Connection, InvoiceLink, Link
+from connector.models import Connection, DealSnapshot, InvoiceLink, Link
 from connector.sync.audit import AuditLog, Trigger
 from connector.sync.links import LinkRepository
 from connector.sync.lookup import IndexedLookup, PipedriveLookup, RemoteLookup
@@ -76,6 +92,10 @@ APPLIED = "ok"
 PLANNED = "planned"
 REVIEW = "review"
 FAILED = "failed"
+
+
+class _GoneError(Exception):
+    """A record our snapshot said exists is gone from Pipedrive (its write answered 404)."""
 
 
 @dataclasses.dataclass
@@ -139,7 +159,8 @@ class PipedriveSide:
     @property
     def user_id(self) -> str:
         """The Pipedrive user our API token or OAuth grant acts as."""
-        return str(self.connection.options.get("user_id") or "")
+        options = self.connection.options
+        return str(options.get("integration_user_id") or options.get("user_id") or "")
 
 
 def _pd_time(value: Any) -> dt.datetime | None:
@@ -220,6 +241,8 @@ class SyncEngine:
         self.changes: list[PlannedChange] = []
         # Organizations this engine created: their only persons are the ones it created too.
         self._created_orgs: set[str] = set()
+        # Deals a write of this engine found gone: never written to or matched again.
+        self._gone_deals: set[str] = set()
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
         self.lookup: PipedriveLookup = lookup or RemoteLookup(
             pipedrive.client,
@@ -367,14 +390,57 @@ class SyncEngine:
         if entity != "organization":
             with self._record(direction=P2Z, entity=entity, pipedrive_id=entity_id) as row:
                 row["reason"] = f"Pipedrive {entity} changes are not synced to Zoho Books"
+                if self._drop_unreconciled(entity, entity_id, payload):
+                    row["reason"] += "; what we knew of it is dropped (next write reads it)"
             return SKIPPED
         if action == "delete":
             with self._record(direction=P2Z, entity=entity, pipedrive_id=entity_id) as row:
                 row["reason"] = "deleted in Pipedrive; the Zoho contact is kept (never deleted)"
+                self._drop_unreconciled(entity, entity_id, payload)
             return SKIPPED
         return self.sync_pipedrive_organization(
             entity_id, event_time=_aware(payload.get("update_time"))
         )
+
+    def _drop_unreconciled(self, entity: str, entity_id: str, payload: Mapping[str, Any]) -> bool:
+        """Drop our snapshot of a record a webhook says changed after it (not by our own write).
+
+        Webhook data has another shape than the REST records, so it is not kept: the next write
+        to the record reads it first. Returns whether a snapshot was dropped.
+        """
+        if self.dry_run:
+            return False
+        held: dt.datetime | None
+        if entity == "deal":
+            deal = self.links.deal_snapshot(self.pd.connection.id, entity_id)
+            if deal is None:
+                return False
+            held = deal.pipedrive_modified_at
+        elif entity in {"organization", "person"}:
+            link = self.links.by_pipedrive(self.pd.connection.id, entity, entity_id)
+            if link is None or not link.pipedrive_snapshot:
+                return False
+            held = _pd_time(link.pipedrive_snapshot.get("update_time"))
+        else:
+            return False
+        changed = _aware(payload.get("update_time"))
+        ours = (
+            str(payload.get("change_source") or "") == "api"
+            and bool(self.pd.user_id)
+            and str(payload.get("user_id") or "") == self.pd.user_id
+        )
+        if (
+            str(payload.get("action") or "") != "delete"
+            and changed is not None
+            and held is not None
+            and (changed < held or (changed == held and ours))
+        ):
+            return False  # what we hold already includes it (our write's answer, or later)
+        if entity == "deal":
+            self.links.forget_deal_snapshot(self.pd.connection.id, entity_id)
+        else:
+            self._forget(self.links.by_pipedrive(self.pd.connection.id, entity, entity_id))
+        return True
 
     def sync_one(self, connection_id: int, entity: str, record_id: str) -> str:
         """Sync one record of either system by id."""
@@ -457,9 +523,6 @@ class SyncEngine:
         with self._record(entity="organization", **base) as row:
             # Nothing mapped changed since the last sync: no need to read Pipedrive at all.
             unchanged = link is not None and link.zoho_hash == zoho_hash
-            org = self.lookup.organization(link.pipedrive_id) if link and not unchanged else None
-            if link is not None and not unchanged and org is None:
-                row["reason"] = "linked organization is gone from Pipedrive; matching again. "
             if unchanged and link is not None:
                 row["pipedrive_id"] = link.pipedrive_id
                 row["reason"] = (
@@ -468,35 +531,37 @@ class SyncEngine:
                 org_id = link.pipedrive_id
                 self._advance_link(link, zoho_hash=zoho_hash, zoho_modified=modified)
             else:
-                method = "link"
-                if org is None:
-                    match = self._match_organization(contact)
-                    if match.ambiguous:
-                        row["action"] = "review"
-                        row["outcome"] = REVIEW
-                        row["reason"] = match.reason
-                        self._review(
-                            "ambiguous_match",
-                            zoho.connection.id,
-                            "contact",
-                            contact_id,
-                            f"{contact.get('contact_name')}: {match.reason}",
-                            match.candidates,
+                org, known = self._linked_record("organization", link, row)
+                method = "link" if org is not None else ""
+                while True:
+                    if org is None:
+                        match = self._match_organization(contact)
+                        if match.ambiguous:
+                            row["action"] = "review"
+                            row["outcome"] = REVIEW
+                            row["reason"] = row.get("reason", "") + match.reason
+                            self._review(
+                                "ambiguous_match",
+                                zoho.connection.id,
+                                "contact",
+                                contact_id,
+                                f"{contact.get('contact_name')}: {match.reason}",
+                                match.candidates,
+                            )
+                            return REVIEW
+                        org, method = match.record, match.method
+                    if org is None:
+                        org = self._create(
+                            "organization",
+                            desired,
+                            lambda remote: remote.organizations_by_reference(contact_id),
                         )
-                        return REVIEW
-                    org, method = match.record, match.method
-                if org is None:
-                    org = self._create(
-                        "organization",
-                        desired,
-                        lambda remote: remote.organizations_by_reference(contact_id),
-                    )
-                    self._created_orgs.add(str(org.get("id") or ""))
-                    row["action"] = "create"
-                    row["outcome"] = APPLIED
-                    row["diff"] = {k: (None, v) for k, v in _flat(desired).items()}
-                    row["reason"] = why
-                else:
+                        self._created_orgs.add(str(org.get("id") or ""))
+                        row["action"] = "create"
+                        row["outcome"] = APPLIED
+                        row["diff"] = {k: (None, v) for k, v in _flat(desired).items()}
+                        row["reason"] = row.get("reason", "") + why
+                        break
                     update = plan_update(
                         org,
                         desired,
@@ -507,17 +572,30 @@ class SyncEngine:
                         source_modified=modified,
                         target_modified=_pd_time(org.get("update_time")),
                     )
+                    if known and needs_whole_record(update.payload, "organization", self.config):
+                        org, known = self._read_linked("organization", link, row), False
+                        continue
                     if update.payload:
-                        org = self._update("organization", str(org["id"]), update.payload) or org
+                        try:
+                            written = self._update_linked(
+                                "organization", str(org["id"]), update.payload, known=known
+                            )
+                        except _GoneError:
+                            self._gone(link, "organization", row)
+                            org, known = None, False
+                            continue
+                        org = written or org
                         row["action"] = "update"
                         row["outcome"] = APPLIED
                         row["diff"] = update.changes
                     else:
-                        row["action"] = "link" if link is None else "skip"
-                        row["outcome"] = APPLIED if link is None else SKIPPED
-                    reasons = [f"matched by {method}"] if link is None else []
+                        relinked = link is None or method != "link"
+                        row["action"] = "link" if relinked else "skip"
+                        row["outcome"] = APPLIED if relinked else SKIPPED
+                    reasons = [f"matched by {method}"] if method != "link" else []
                     reasons += [f"{k}: {v}" for k, v in update.skipped.items()]
                     row["reason"] = row.get("reason", "") + "; ".join(reasons or ["up to date"])
+                    break
                 org_id = str(org.get("id") or "")
                 row["pipedrive_id"] = org_id
                 if not self.dry_run and org_id:
@@ -529,12 +607,15 @@ class SyncEngine:
                         pipedrive_entity="organization",
                         pipedrive_id=org_id,
                     )
+                    if link.zoho_id == contact_id and link.pipedrive_id != org_id:
+                        self.links.relink(link, org_id)
                     self._advance_link(
                         link,
                         zoho_hash=zoho_hash,
                         pipedrive_hash=self._pd_hash("organization", org, keys),
                         zoho_modified=modified,
                         pipedrive_modified=_pd_time(org.get("update_time")),
+                        pipedrive_record=org,
                     )
             outcome = str(row["outcome"])
         if self.config.contacts.sync_contact_persons:
@@ -635,35 +716,38 @@ class SyncEngine:
                 row["reason"] = "no mapped field changed"
                 self._advance_link(link, zoho_hash=zoho_hash, zoho_modified=modified)
                 return SKIPPED
-            current = self.lookup.person(link.pipedrive_id) if link else None
-            method = "link"
-            if current is None:
-                candidates = self._match_person(reference, email, name, org_id)
-                if len(candidates) > 1:
-                    row["action"] = "review"
-                    row["outcome"] = REVIEW
-                    row["reason"] = f"{len(candidates)} Pipedrive persons match {email or name!r}"
-                    self._review(
-                        "ambiguous_match",
-                        zoho.connection.id,
-                        zoho_entity,
-                        zoho_id,
-                        f"{name or email}: {row['reason']}",
-                        [{"id": c.get("id"), "name": c.get("name")} for c in candidates],
+            current, known = self._linked_record("person", link, row)
+            method = "link" if current is not None else ""
+            while True:
+                if current is None:
+                    candidates = self._match_person(reference, email, name, org_id)
+                    if len(candidates) > 1:
+                        row["action"] = "review"
+                        row["outcome"] = REVIEW
+                        row["reason"] = (
+                            f"{len(candidates)} Pipedrive persons match {email or name!r}"
+                        )
+                        self._review(
+                            "ambiguous_match",
+                            zoho.connection.id,
+                            zoho_entity,
+                            zoho_id,
+                            f"{name or email}: {row['reason']}",
+                            [{"id": c.get("id"), "name": c.get("name")} for c in candidates],
+                        )
+                        return REVIEW
+                    if candidates:
+                        current, method = candidates[0], "email or name"
+                if current is None:
+                    current = self._create(
+                        "person",
+                        desired,
+                        lambda remote: self._persons_like(remote, reference, email, name, org_id),
                     )
-                    return REVIEW
-                if candidates:
-                    current, method = candidates[0], "email or name"
-            if current is None:
-                current = self._create(
-                    "person",
-                    desired,
-                    lambda remote: self._persons_like(remote, reference, email, name, org_id),
-                )
-                row["action"] = "create"
-                row["outcome"] = APPLIED
-                row["diff"] = {k: (None, v) for k, v in _flat(desired).items()}
-            else:
+                    row["action"] = "create"
+                    row["outcome"] = APPLIED
+                    row["diff"] = {k: (None, v) for k, v in _flat(desired).items()}
+                    break
                 update = plan_update(
                     current,
                     desired,
@@ -677,15 +761,30 @@ class SyncEngine:
                 payload = dict(update.payload)
                 if desired.get("org_id") and not current.get("org_id"):
                     payload["org_id"] = desired["org_id"]
+                if known and needs_whole_record(payload, "person", self.config):
+                    current, known = self._read_linked("person", link, row), False
+                    continue
                 if payload:
-                    current = self._update("person", str(current["id"]), payload) or current
+                    try:
+                        written = self._update_linked(
+                            "person", str(current["id"]), payload, known=known
+                        )
+                    except _GoneError:
+                        self._gone(link, "person", row)
+                        current, known = None, False
+                        continue
+                    current = written or current
                     row["action"] = "update"
                     row["outcome"] = APPLIED
                     row["diff"] = update.changes
                 else:
-                    row["action"] = "link" if link is None else "skip"
-                    row["outcome"] = APPLIED if link is None else SKIPPED
-                row["reason"] = f"matched by {method}" if link is None else "up to date"
+                    relinked = link is None or method != "link"
+                    row["action"] = "link" if relinked else "skip"
+                    row["outcome"] = APPLIED if relinked else SKIPPED
+                row["reason"] = row.get("reason", "") + (
+                    f"matched by {method}" if method != "link" else "up to date"
+                )
+                break
             person_id = str(current.get("id") or "")
             row["pipedrive_id"] = person_id
             if not self.dry_run and person_id:
@@ -698,12 +797,15 @@ class SyncEngine:
                     pipedrive_id=person_id,
                     zoho_parent_id=parent_id,
                 )
+                if new_link.zoho_id == zoho_id and new_link.pipedrive_id != person_id:
+                    self.links.relink(new_link, person_id)
                 self._advance_link(
                     new_link,
                     zoho_hash=zoho_hash,
                     pipedrive_hash=self._pd_hash("person", current, keys),
                     zoho_modified=modified,
                     pipedrive_modified=_pd_time(current.get("update_time")),
+                    pipedrive_record=current,
                 )
             return str(row["outcome"])
 
@@ -868,6 +970,71 @@ class SyncEngine:
         self.lookup.remember(entity, updated)
         return updated
 
+    def _update_linked(
+        self, entity: str, record_id: str, body: dict[str, Any], *, known: bool
+    ) -> dict[str, Any] | None:
+        """Update a record; raises :class:`_GoneError` when it is gone and ``known``.
+
+        ``known``: the update was planned on our snapshot, so the record's absence is news and
+        the caller matches again, as a read before the write would have made it do.
+        """
+        try:
+            written = self._update(entity, record_id, body)
+        except NotFoundError:
+            if not known:
+                raise
+            raise _GoneError(entity, record_id) from None
+        if known and written is not None and written.get("is_deleted"):
+            # A soft-deleted record may still accept a write: it is gone all the same.
+            raise _GoneError(entity, record_id)
+        return written
+
+    # Snapshots of linked records -----------------------------------------------------------
+
+    def _known(self, link: Link | None) -> dict[str, Any] | None:
+        """Our snapshot of a linked record, when updates may be planned on it."""
+        if link is None or self.config.sync.read_before_write or not link.pipedrive_snapshot:
+            return None
+        snapshot = copy.deepcopy(dict(link.pipedrive_snapshot))
+        if str(snapshot.get("id") or "") != link.pipedrive_id:
+            return None
+        return snapshot
+
+    def _linked_record(
+        self, entity: Literal["organization", "person"], link: Link | None, row: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """The linked record to plan on, and whether it is our snapshot (not read just now)."""
+        if link is None:
+            return None, False
+        known = self._known(link)
+        if known is not None:
+            return known, True
+        return self._read_linked(entity, link, row), False
+
+    def _read_linked(
+        self, entity: Literal["organization", "person"], link: Link | None, row: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        if link is None:
+            return None
+        if entity == "organization":
+            record = self.lookup.organization(link.pipedrive_id)
+        else:
+            record = self.lookup.person(link.pipedrive_id)
+        if record is None:
+            self._gone(link, entity, row)
+        return record
+
+    def _gone(self, link: Link | None, entity: str, row: dict[str, Any]) -> None:
+        row["reason"] = f"linked {entity} is gone from Pipedrive; matching again. "
+        if link is not None and not self.dry_run:
+            link.pipedrive_snapshot = None
+
+    def _forget(self, link: Link | None) -> None:
+        """Drop a link's snapshot: Pipedrive changed the record and we have not reconciled it."""
+        if link is not None and link.pipedrive_snapshot is not None and not self.dry_run:
+            link.pipedrive_snapshot = None
+            self.session.flush()
+
     def _pd_hash(
         self,
         entity: Literal["organization", "person"],
@@ -888,6 +1055,7 @@ class SyncEngine:
         pipedrive_hash: str | None = None,
         zoho_modified: dt.datetime | None = None,
         pipedrive_modified: dt.datetime | None = None,
+        pipedrive_record: Mapping[str, Any] | None = None,
     ) -> None:
         if self.dry_run:
             return
@@ -895,6 +1063,8 @@ class SyncEngine:
             link.zoho_hash = zoho_hash
         if pipedrive_hash is not None:
             link.pipedrive_hash = pipedrive_hash
+        if pipedrive_record is not None:
+            self._remember(link, pipedrive_record)
         if zoho_modified and (
             link.zoho_modified_at is None or zoho_modified > link.zoho_modified_at
         ):
@@ -904,6 +1074,21 @@ class SyncEngine:
         ):
             link.pipedrive_modified_at = pipedrive_modified
         self.session.flush()
+
+    def _remember(self, link: Link, record: Mapping[str, Any]) -> None:
+        """Keep the mapped fields of a record just written or read as the link's snapshot."""
+        if str(record.get("id") or "") != link.pipedrive_id or record.get("is_deleted"):
+            return
+        entity: Literal["organization", "person"] = (
+            "person" if link.pipedrive_entity == "person" else "organization"
+        )
+        held = _pd_time((link.pipedrive_snapshot or {}).get("update_time"))
+        seen = _pd_time(record.get("update_time"))
+        if held is not None and seen is not None and seen < held:
+            return  # older than what we already hold (a listing read before our last write)
+        link.pipedrive_snapshot = pipedrive_snapshot(
+            record, entity=entity, config=self.config, field_keys=self.keys(entity)
+        )
 
     def _review(
         self,
@@ -966,6 +1151,7 @@ class SyncEngine:
                         org = None
             if not org or org.get("is_deleted"):
                 row["reason"] = "gone from Pipedrive; the Zoho contact is kept (never deleted)"
+                self._forget(link)
                 return SKIPPED
             pd_hash = self._pd_hash("organization", org, keys)
             modified = _pd_time(org.get("update_time"))
@@ -973,7 +1159,9 @@ class SyncEngine:
                 row["reason"] = (
                     "no mapped field changed (our own write coming back, or unmapped change)"
                 )
-                self._advance_link(link, pipedrive_hash=pd_hash, pipedrive_modified=modified)
+                self._advance_link(
+                    link, pipedrive_hash=pd_hash, pipedrive_modified=modified, pipedrive_record=org
+                )
                 return SKIPPED
             desired = pipedrive_org_to_zoho_contact(org, self.config, keys)
             if link is not None:
@@ -1062,6 +1250,7 @@ class SyncEngine:
                 pipedrive_hash=self._pd_hash("organization", org, keys),
                 zoho_modified=_zoho_time(contact.get("last_modified_time")),
                 pipedrive_modified=_pd_time(org.get("update_time")),
+                pipedrive_record=org,
             )
             return str(row["outcome"])
 
@@ -1190,37 +1379,51 @@ class SyncEngine:
             if stored is not None and stored.deal_id and _snapshot_unchanged(stored, snapshot):
                 row["reason"] = "invoice unchanged since it was applied"
                 return SKIPPED
-            deal_id, method, problem = self._match_deal(zoho, invoice, stored)
-            if deal_id is None:
-                row["action"] = "review"
-                row["outcome"] = REVIEW
-                row["reason"] = problem
-                if not self.dry_run:
-                    self._store_snapshot(zoho_connection_id, invoice, snapshot, None, "")
-                self._review(
-                    "unmatched_invoice",
-                    zoho_connection_id,
-                    "invoice",
-                    invoice_id,
-                    f"{snapshot.number} ({invoice.get('customer_name', '')}, "
-                    f"{snapshot.total} {snapshot.currency_code}): {problem}",
-                    self._deal_candidates(zoho, invoice),
-                )
-                return REVIEW
-            row["pipedrive_id"] = deal_id
             previous_deal = stored.deal_id if stored is not None else None
-            if not self.dry_run:
-                self._store_snapshot(zoho_connection_id, invoice, snapshot, deal_id, method)
-                self.links.close_review(
-                    kind="unmatched_invoice",
-                    connection_id=zoho_connection_id,
-                    entity="invoice",
-                    record_id=invoice_id,
-                )
-            diff = self._refresh_deal(
-                deal_id, defer_deal_update, extra=None if not self.dry_run else snapshot
-            )
-            if previous_deal and previous_deal != deal_id:
+            # Outside a backfill a deal we hold a snapshot of is trusted to exist; a write that
+            # finds it gone matches the invoice again, reading this time.
+            trust = defer_deal_update is None
+            while True:
+                deal_id, method, problem = self._match_deal(zoho, invoice, stored, trust=trust)
+                if deal_id is None:
+                    row["action"] = "review"
+                    row["outcome"] = REVIEW
+                    row["reason"] = problem
+                    if not self.dry_run:
+                        self._store_snapshot(zoho_connection_id, invoice, snapshot, None, "")
+                    self._review(
+                        "unmatched_invoice",
+                        zoho_connection_id,
+                        "invoice",
+                        invoice_id,
+                        f"{snapshot.number} ({invoice.get('customer_name', '')}, "
+                        f"{snapshot.total} {snapshot.currency_code}): {problem}",
+                        self._deal_candidates(zoho, invoice),
+                    )
+                    return REVIEW
+                row["pipedrive_id"] = deal_id
+                if not self.dry_run:
+                    stored = self._store_snapshot(
+                        zoho_connection_id, invoice, snapshot, deal_id, method
+                    )
+                    self.links.close_review(
+                        kind="unmatched_invoice",
+                        connection_id=zoho_connection_id,
+                        entity="invoice",
+                        record_id=invoice_id,
+                    )
+                if defer_deal_update is not None:
+                    diff = self._refresh_deal(deal_id, defer_deal_update)
+                    break
+                try:
+                    diff = self._write_deal_fields(
+                        deal_id, extra=None if not self.dry_run else snapshot
+                    )
+                except _GoneError:
+                    trust = False
+                    continue
+                break
+            if previous_deal and previous_deal != deal_id and previous_deal not in self._gone_deals:
                 self._refresh_deal(previous_deal, defer_deal_update)
             review_note = diff.pop("(review)", None) if isinstance(diff, dict) else None
             row["diff"] = diff
@@ -1272,16 +1475,22 @@ class SyncEngine:
         return row
 
     def _match_deal(
-        self, zoho: ZohoSide, invoice: Mapping[str, Any], stored: InvoiceLink | None
+        self,
+        zoho: ZohoSide,
+        invoice: Mapping[str, Any],
+        stored: InvoiceLink | None,
+        *,
+        trust: bool = False,
     ) -> tuple[str | None, str, str]:
-        """An existing link, a deal id on the invoice, then the customer's organization's deals."""
-        if stored is not None and stored.deal_id and self.lookup.deal(stored.deal_id) is not None:
+        """An existing link, a deal id on the invoice, then the customer's organization's deals.
+
+        With ``trust``, a deal we hold a snapshot of is taken to exist without reading it.
+        """
+        if stored is not None and stored.deal_id and self._deal_exists(stored.deal_id, trust):
             return stored.deal_id, "existing_link", ""
         written = find_deal_id_in_invoice(invoice, self.config)
-        if written is not None:
-            deal = self.lookup.deal(str(written))
-            if deal is not None:
-                return str(written), "invoice_reference", ""
+        if written is not None and self._deal_exists(str(written), trust):
+            return str(written), "invoice_reference", ""
         customer_id = str(invoice.get("customer_id") or "")
         org_link = self.links.by_zoho(zoho.connection.id, "contact", customer_id)
         if org_link is None:
@@ -1306,6 +1515,48 @@ class SyncEngine:
         if choice.kind == "chosen" and choice.deal_id is not None:
             return str(choice.deal_id), "organization_deals", choice.reason
         return None, "", choice.reason or "no open or won deal on the customer's organization"
+
+    def _deal_exists(self, deal_id: str, trust: bool) -> bool:
+        if deal_id in self._gone_deals:
+            return False
+        if trust and self._known_deal(deal_id) is not None:
+            return True
+        return self.lookup.deal(deal_id) is not None
+
+    def _deal_gone(self, deal_id: str) -> None:
+        self._gone_deals.add(deal_id)
+        if not self.dry_run:
+            self.links.forget_deal_snapshot(self.pd.connection.id, deal_id)
+
+    def _known_deal(self, deal_id: str) -> DealSnapshot | None:
+        """Our snapshot of a deal, when its invoice fields may be written without reading it."""
+        if self.config.sync.read_before_write:
+            return None
+        return self.links.deal_snapshot(self.pd.connection.id, deal_id)
+
+    def _remember_deal(self, deal: Mapping[str, Any]) -> None:
+        """Keep a deal's currency and invoice fields, as just written or read."""
+        if self.dry_run or not deal.get("id") or deal.get("is_deleted"):
+            return
+        deal_id = str(deal["id"])
+        seen = _pd_time(deal.get("update_time"))
+        held = self.links.deal_snapshot(self.pd.connection.id, deal_id)
+        if (
+            held is not None
+            and held.pipedrive_modified_at
+            and seen
+            and seen < held.pipedrive_modified_at
+        ):
+            return  # older than what we already hold
+        current = deal.get("custom_fields") or {}
+        self.links.save_deal_snapshot(
+            self.pd.connection.id,
+            deal_id,
+            title=str(deal.get("title") or ""),
+            currency=str(deal.get("currency") or ""),
+            custom_fields={key: current.get(key) for key in self.keys("deal").values()},
+            modified=seen,
+        )
 
     def _deal_candidates(self, zoho: ZohoSide, invoice: Mapping[str, Any]) -> list[dict[str, Any]]:
         org_link = self.links.by_zoho(
@@ -1342,14 +1593,51 @@ class SyncEngine:
 
         When some invoices cannot be converted to the deal's currency, the monetary fields are
         left alone, the rest is written, and the deal goes to review: the key ``(review)`` of the
-        returned diff carries the reason.
+        returned diff carries the reason. A deal that is gone gives an empty diff.
         """
-        deal = self.lookup.deal(deal_id)
-        if deal is None:
-            try:
-                deal = dict(self.pd.client.deals.get(deal_id))
-            except NotFoundError:
+        try:
+            return self._write_deal_fields(deal_id, extra=extra)
+        except _GoneError:
+            return {}
+
+    def _write_deal_fields(
+        self,
+        deal_id: str,
+        *,
+        extra: InvoiceSnapshot | None = None,
+        undo: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`write_deal_fields`; raises :class:`_GoneError` when a deal known by its snapshot
+        turns out to be gone.
+
+        The deal's currency and current invoice fields come from our snapshot when we hold one
+        (no read); the write's answer refreshes it. A currency changed behind our back shows
+        there: the fields are then written again as a read first would have left them (``undo``
+        holds the values our first write replaced, restored where this pass writes nothing).
+        """
+        if deal_id in self._gone_deals:
+            return {}
+        held = self._known_deal(deal_id)
+        deal: dict[str, Any] | None
+        if held is not None:
+            deal = {
+                "id": deal_id,
+                "title": held.title,
+                "currency": held.currency,
+                "custom_fields": dict(held.custom_fields or {}),
+            }
+        else:
+            deal = self.lookup.deal(deal_id)
+            if deal is None:
+                try:
+                    deal = dict(self.pd.client.deals.get(deal_id))
+                except NotFoundError:
+                    deal = None
+            if deal is None or deal.get("is_deleted"):
+                # A read by id still answers for a deleted deal, which refuses writes.
+                self._deal_gone(deal_id)
                 return {}
+            self._remember_deal(deal)
         rows = self.links.invoices_of_deal(self.pd.connection.id, deal_id)
         snapshots = [_row_snapshot(r) for r in rows if r.status != "deleted"]
         if extra is not None:
@@ -1369,12 +1657,31 @@ class SyncEngine:
         desired = deal_fields_payload(summary, self.config, keys, as_of=self._today())[
             "custom_fields"
         ]
+        for key, value in (undo or {}).items():
+            desired.setdefault(key, value)
         current = deal.get("custom_fields") or {}
         changed = {k: v for k, v in desired.items() if not _same_value(current.get(k), v)}
         names = {v: k for k, v in keys.items()}
         diff: dict[str, Any] = {names.get(k, k): (current.get(k), v) for k, v in changed.items()}
         if changed:
-            self._update("deal", deal_id, {"custom_fields": changed})
+            try:
+                written = self._update_linked(
+                    "deal", deal_id, {"custom_fields": changed}, known=held is not None
+                )
+            except _GoneError:
+                self._deal_gone(deal_id)
+                raise
+            if written is not None:
+                self._remember_deal(written)
+                if (
+                    held is not None
+                    and undo is None
+                    and (written.get("currency") or None) != deal_currency
+                ):
+                    # Changed in Pipedrive since our snapshot: sum again in the deal's currency.
+                    replaced = {k: current.get(k) for k in changed}
+                    again = self._write_deal_fields(deal_id, extra=extra, undo=replaced)
+                    return _merge_diffs(diff, again)
         if summary.currency_mismatch:
             currencies = sorted(
                 {
@@ -1394,7 +1701,7 @@ class SyncEngine:
                 self.pd.connection.id,
                 "deal",
                 deal_id,
-                f"{deal.get('title', deal_id)}: {reason}",
+                f"{deal.get('title') or deal_id}: {reason}",
                 [{"invoice_id": i} for i in summary.mismatched_invoice_ids],
             )
         return diff
@@ -1860,6 +2167,22 @@ def _flat(body: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[path] = value
     return flat
+
+
+def _merge_diffs(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """Two successive field diffs as one: before of the first, after of the last write."""
+    merged = dict(first)
+    for name, change in second.items():
+        earlier = merged.get(name)
+        if isinstance(change, tuple) and isinstance(earlier, tuple):
+            merged[name] = (earlier[0], change[1])
+        else:
+            merged[name] = change
+    return {
+        name: change
+        for name, change in merged.items()
+        if not (isinstance(change, tuple) and _same_value(change[0], change[1]))
+    }
 
 
 def _diff_json(diff: Mapping[str, Any]) -> dict[str, Any]:

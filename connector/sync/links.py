@@ -1,4 +1,4 @@
-"""Links between records of the two systems, invoice snapshots and sync cursors.
+"""Links between records of the two systems, invoice and deal snapshots and sync cursors.
 
 Links are unique per (connection, entity, id) on each side; creating one that a concurrent worker
 already created returns the existing row instead of failing, so a plan applied twice is harmless.
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from connector.models import InvoiceLink, Link, ReviewItem, SyncCursor, utcnow
+from connector.models import DealSnapshot, InvoiceLink, Link, ReviewItem, SyncCursor, utcnow
 
 __all__ = ["LinkRepository"]
 
@@ -122,8 +122,69 @@ class LinkRepository:
             return 0
         old.pipedrive_id = str(new_id)
         old.pipedrive_hash = None
+        old.pipedrive_snapshot = None
         self.session.flush()
         return 1
+
+    def relink(self, link: Link, pipedrive_id: str | int) -> None:
+        """Point a link at another Pipedrive record (its own is gone); forget what we knew of it."""
+        link.pipedrive_id = str(pipedrive_id)
+        link.pipedrive_hash = None
+        link.pipedrive_snapshot = None
+        link.pipedrive_modified_at = None
+        self.session.flush()
+
+    # Deal snapshots ----------------------------------------------------------------------
+
+    def deal_snapshot(self, pipedrive_connection_id: int, deal_id: str) -> DealSnapshot | None:
+        """What we last know of a deal's invoice fields and currency, if anything."""
+        return self.session.scalar(
+            sa.select(DealSnapshot).where(
+                DealSnapshot.pipedrive_connection_id == pipedrive_connection_id,
+                DealSnapshot.deal_id == str(deal_id),
+            )
+        )
+
+    def save_deal_snapshot(
+        self,
+        pipedrive_connection_id: int,
+        deal_id: str,
+        *,
+        title: str,
+        currency: str,
+        custom_fields: dict[str, object],
+        modified: dt.datetime | None,
+    ) -> DealSnapshot:
+        """Store (or replace) a deal's snapshot."""
+        row = self.deal_snapshot(pipedrive_connection_id, deal_id)
+        if row is None:
+            row = DealSnapshot(
+                pipedrive_connection_id=pipedrive_connection_id, deal_id=str(deal_id)
+            )
+            try:
+                with self.session.begin_nested():
+                    self.session.add(row)
+            except sa.exc.IntegrityError:
+                again = self.deal_snapshot(pipedrive_connection_id, deal_id)
+                if again is None:
+                    raise
+                row = again
+        row.title = title
+        row.currency = currency
+        row.custom_fields = dict(custom_fields)
+        row.pipedrive_modified_at = modified
+        self.session.flush()
+        return row
+
+    def forget_deal_snapshot(self, pipedrive_connection_id: int, deal_id: str) -> None:
+        """Drop a deal's snapshot: its next write reads the deal first."""
+        self.session.execute(
+            sa.delete(DealSnapshot).where(
+                DealSnapshot.pipedrive_connection_id == pipedrive_connection_id,
+                DealSnapshot.deal_id == str(deal_id),
+            )
+        )
+        self.session.flush()
 
     # Invoices ----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from connector.connections import ConnectionStore
 from connector.crypto import SecretBox, generate_key
 from connector.db import current_revision, head_revision, make_engine, make_session_factory, upgrade
 from connector.errors import ConfigError
-from connector.models import InvoiceLink, Link
+from connector.models import DealSnapshot, InvoiceLink, Link
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -38,7 +38,48 @@ def test_migrations_reach_head_and_are_idempotent(database_url):
         "parked_jobs",
         "dead_letters",
         "review_items",
+        "deal_snapshots",
     } <= names
+    assert "pipedrive_snapshot" in {c["name"] for c in sa.inspect(engine).get_columns("links")}
+    engine.dispose()
+
+
+def test_links_made_before_snapshots_keep_working_without_one(database_url):
+    upgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    now = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO connections (name, system, external_id, display_name, data_center,"
+                " accounts_server, api_base, auth_kind, credentials_ciphertext, options, status,"
+                " status_reason, created_at, updated_at) VALUES ('pd', 'pipedrive', '1', '', '',"
+                " '', '', 'api_token', 'x', '{}', 'active', '', :now, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO links (zoho_connection_id, zoho_entity, zoho_id,"
+                " pipedrive_connection_id, pipedrive_entity, pipedrive_id, zoho_hash, state,"
+                " created_at, updated_at) VALUES (1, 'contact', '7', 1, 'organization', '9',"
+                " 'h', 'active', :now, :now)"
+            ),
+            {"now": now},
+        )
+    upgrade(database_url)
+    with make_session_factory(engine)() as session:
+        link = session.scalars(sa.select(Link)).one()
+        assert (link.pipedrive_id, link.zoho_hash, link.pipedrive_snapshot) == ("9", "h", None)
+        link.pipedrive_snapshot = {"id": 9, "name": "Acme"}
+        session.add(DealSnapshot(pipedrive_connection_id=1, deal_id="5", custom_fields={"k": 1}))
+        session.commit()
+    with make_session_factory(engine)() as session:
+        assert session.scalars(sa.select(Link)).one().pipedrive_snapshot == {
+            "id": 9,
+            "name": "Acme",
+        }
+        assert session.scalars(sa.select(DealSnapshot)).one().custom_fields == {"k": 1}
     engine.dispose()
 
 

@@ -34,6 +34,7 @@ def test_empty_mapping_gives_the_defaults():
     assert config.contacts.individual_customers == "person"
     assert config.contacts.inactive_rule == "record"
     assert config.contacts.sync_contact_persons is True
+    assert config.sync.read_before_write is False
     assert config.routing.default is None
     assert config.routing.field == "address.country"
     assert config.routing.rules == ()
@@ -157,6 +158,7 @@ def test_every_setting_is_read():
                 "overlap_seconds": 0,
                 "reserve_fraction": 0,
                 "backfill_token_cap": 5000,
+                "read_before_write": True,
             },
         }
     )
@@ -180,6 +182,7 @@ def test_every_setting_is_read():
     assert config.fields.builtin.person_mobile is False
     assert config.sync.overlap_seconds == 0
     assert config.sync.backfill_token_cap == 5000
+    assert config.sync.read_before_write is True
 
 
 @pytest.mark.parametrize(
@@ -248,6 +251,7 @@ def test_several_bad_settings_are_reported_in_one_error():
         ({"contacts": {"vendor_rule": "vendor"}}, "contacts.vendor_rule: must be one of"),
         ({"contacts": {"sync_contact_persons": "yes"}}, "must be true or false"),
         ({"contacts": {"sync_contact_persons": 1}}, "must be true or false"),
+        ({"sync": {"read_before_write": "true"}}, "sync.read_before_write: must be true or false"),
         ({"contacts": {"individual_customers": "skip"}}, "contacts.individual_customers"),
         ({"contacts": {"inactive_rule": "archive"}}, "contacts.inactive_rule"),
         ({"contacts": "skip"}, "contacts: invalid input type"),

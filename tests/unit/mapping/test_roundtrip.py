@@ -1,4 +1,5 @@
-"""Property tests: two-way fields survive a round trip; hashes react only to mapped fields."""
+"""Property tests: two-way fields survive a round trip; hashes react only to mapped fields;
+an update planned on a snapshot of a Pipedrive record is the one planned on the whole record."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from connector.mapping.contacts import (
     zoho_contact_to_organization,
     zoho_person_to_pipedrive,
 )
-from connector.mapping.fields import fields_hash, mapped_view
+from connector.mapping.fields import (
+    fields_hash,
+    is_empty,
+    mapped_view,
+    needs_whole_record,
+    pipedrive_snapshot,
+    plan_update,
+)
 from tests.unit.mapping.samples import ORG_KEYS, PERSON_KEYS
 
 CONFIG = parse_config(
@@ -259,3 +267,97 @@ def test_hash_changes_with_a_mapped_field(org, suffix):
         }
     }
     assert pipedrive_hash(website) != pipedrive_hash(org)
+
+
+def _views(record: Any, entity: Entity, keys: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [
+        mapped_view(
+            record, entity=entity, side="pipedrive", config=CONFIG, field_keys=keys, direction=d
+        )
+        for d in ("zoho->pipedrive", "pipedrive->zoho")
+    ]
+
+
+def _emptied(changes: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    return {path: (None if is_empty(old) else old, new) for path, (old, new) in changes.items()}
+
+
+def _plans_alike(whole: Any, snapshot: Any, desired: Any, entity: Entity, keys: Any) -> None:
+    plans = [
+        plan_update(
+            record,
+            desired,
+            entity=entity,
+            target="pipedrive",
+            config=CONFIG,
+            field_keys=keys,
+            target_modified=None,
+        )
+        for record in (whole, snapshot)
+    ]
+    # Old values may differ only in how empty they are ("" or None): the audit diff's "before".
+    assert _emptied(plans[1].changes) == _emptied(plans[0].changes)
+    assert plans[1].skipped == plans[0].skipped
+    if not needs_whole_record(plans[1].payload, entity, CONFIG):
+        assert plans[1].payload == plans[0].payload
+    # A payload that carries what the snapshot lacks is always flagged.
+    if plans[1].payload != plans[0].payload:
+        assert needs_whole_record(plans[1].payload, entity, CONFIG)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pipedrive_orgs(), zoho_contacts())
+def test_organization_snapshot_views_and_plans_like_the_whole_record(org, contact):
+    snapshot = pipedrive_snapshot(org, entity="organization", config=CONFIG, field_keys=ORG_KEYS)
+    assert (snapshot["id"], snapshot["update_time"]) == (org["id"], org["update_time"])
+    assert _views(snapshot, "organization", ORG_KEYS) == _views(org, "organization", ORG_KEYS)
+    desired = zoho_contact_to_organization(contact, CONFIG, ORG_KEYS)
+    _plans_alike(org, snapshot, desired, "organization", ORG_KEYS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pipedrive_persons(), zoho_persons(), st.none() | st.integers(1, 99))
+def test_person_snapshot_views_and_plans_like_the_whole_record(person, zoho_person, org_id):
+    person = person | {"org_id": org_id}
+    snapshot = pipedrive_snapshot(person, entity="person", config=CONFIG, field_keys=PERSON_KEYS)
+    assert snapshot["org_id"] == org_id
+    assert _views(snapshot, "person", PERSON_KEYS) == _views(person, "person", PERSON_KEYS)
+    desired = zoho_person_to_pipedrive(
+        zoho_person, org_id=None, zoho_contact_id="7", config=CONFIG, field_keys=PERSON_KEYS
+    )
+    _plans_alike(person, snapshot, desired, "person", PERSON_KEYS)
+
+
+def test_snapshot_leaves_out_what_no_mapping_reads():
+    org = {
+        "id": 3,
+        "name": "Acme",
+        "owner_id": 12,
+        "update_time": "2024-01-01T00:00:00Z",
+        "custom_fields": {ORG_KEYS["Website"]: "acme.example", "z" * 40: "secret"},
+        "address": {"value": "1 Main St", "route": "Main St", "street_number": "1"},
+        "label_ids": [1, 2],
+    }
+    snapshot = pipedrive_snapshot(org, entity="organization", config=CONFIG, field_keys=ORG_KEYS)
+    assert "z" * 40 not in snapshot["custom_fields"]
+    assert "owner_id" not in snapshot
+    assert "label_ids" not in snapshot
+    assert snapshot["name"] == "Acme"
+
+
+def test_whole_record_is_needed_for_replaced_lists_and_half_mapped_names():
+    assert needs_whole_record({"address": {}}, "organization", CONFIG)
+    assert needs_whole_record({"emails": []}, "person", CONFIG)
+    assert needs_whole_record({"phones": []}, "person", CONFIG)
+    assert not needs_whole_record({"name": "X", "custom_fields": {}}, "organization", CONFIG)
+    assert not needs_whole_record({"first_name": "A", "last_name": "B"}, "person", CONFIG)
+    first_only = parse_config(
+        {
+            "fields": {
+                "builtin": {"person_name": False},
+                "person": [{"zoho": "first_name", "pipedrive": "first_name"}],
+            }
+        }
+    )
+    assert needs_whole_record({"first_name": "A", "last_name": "B"}, "person", first_only)
+    assert needs_whole_record({"name": "A"}, "person", first_only)
