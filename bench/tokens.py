@@ -17,7 +17,8 @@ each write the work needs costs 5 (create or update one record), plus, for a fir
 listing a correct sync cannot avoid: it must know which organizations, persons and deals already
 exist (to match instead of duplicating, and to find the customer's deals), and the cheapest way
 is one full listing of each at 500 per page: max(1, ceil(count / 500)) x 10 per entity. A
-re-sync needs no listing: links and invoice snapshots are stored, Zoho says what changed.
+re-sync needs no listing of organizations or persons: links and snapshots are stored, Zoho says
+what changed (deals: see below).
 Target: within 10% of the minimum on the first sync and on the 1%-changed re-sync.
 
 What a re-sync reads: nothing per written record. The engine plans each update on what it last
@@ -339,8 +340,9 @@ def run(n: int, redis_url: str = REDIS_URL) -> dict[str, Any]:
             "v2 costs: 5 tokens per record write the work needs (org create, matched org "
             "update, person create, deal field update), plus for a first sync one full listing "
             "of organizations, persons and deals at 500 per page (max(1, ceil(count/500)) x 10 "
-            "each) to match existing records; re-syncs need no listing (links and invoice "
-            "snapshots are stored) and a no-change re-sync needs no Pipedrive call at all"
+            "each) to match existing records; a re-sync lists only the deals, once, when new "
+            "invoices must be matched to their organization's deal (links and snapshots are "
+            "stored), and a no-change re-sync needs no Pipedrive call at all"
         ),
         "rows": rows,
         "first_sync_minimum": first_minimum,
