@@ -166,6 +166,10 @@ class ConcurrencyLimitError(RetryableError):
     """Too many requests in flight at once (Zoho code 1070)."""
 
 
+class BusyError(RetryableError):
+    """Another worker is syncing the same record right now; try again shortly."""
+
+
 class FatalError(ApiError):
     """Permanent: repeating the same request will fail the same way."""
 

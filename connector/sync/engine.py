@@ -30,14 +30,16 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from decimal import Decimal
 from typing import Any, Literal
 
+import redis
 from sqlalchemy.orm import Session
 
 from connector.context import AppContext
 from connector.errors import (
+    BusyError,
     ConfigError,
     ConnectorError,
     FatalError,
@@ -92,6 +94,39 @@ APPLIED = "ok"
 PLANNED = "planned"
 REVIEW = "review"
 FAILED = "failed"
+
+
+RecordLocks = Callable[[str], AbstractContextManager[None]]
+"""Given a record key, a context manager that holds that record against other workers."""
+
+RECORD_LOCK_SECONDS = 600
+"""A record lock expires on its own after this long, should its holder die with it."""
+RECORD_LOCK_WAIT_SECONDS = 60.0
+"""How long a worker waits for a record another one holds before retrying later instead."""
+
+
+def redis_record_locks(
+    client: redis.Redis,
+    *,
+    hold_seconds: float = RECORD_LOCK_SECONDS,
+    wait_seconds: float = RECORD_LOCK_WAIT_SECONDS,
+) -> RecordLocks:
+    """Record locks shared by every process through Redis (redis-py's ``Lock``)."""
+
+    @contextmanager
+    def hold(key: str) -> Iterator[None]:
+        lock = client.lock(
+            f"connector:lock:record:{key}", timeout=hold_seconds, blocking_timeout=wait_seconds
+        )
+        if not lock.acquire():
+            raise BusyError(f"another worker is syncing {key}", system="connector")
+        try:
+            yield
+        finally:
+            with suppress(redis.exceptions.LockError):  # expired while held: nothing to free
+                lock.release()
+
+    return hold
 
 
 class _GoneError(Exception):
@@ -214,6 +249,8 @@ class SyncEngine:
         lookup: how Pipedrive records are found; a RemoteLookup by default.
         dry_run: decide but do not write.
         today: the date payment status is computed against (injectable for tests).
+        locks: one worker at a time per record, across processes (see :func:`redis_record_locks`);
+            ``None`` when nothing else can sync at the same time (tests, one process).
     """
 
     def __init__(
@@ -228,8 +265,11 @@ class SyncEngine:
         lookup: PipedriveLookup | None = None,
         dry_run: bool = False,
         today: Callable[[], dt.date] | None = None,
+        locks: RecordLocks | None = None,
     ) -> None:
         self.session = session
+        self._locks = locks
+        self._held: set[str] = set()
         self.audit = audit
         self.config = config
         self.pd = pipedrive
@@ -257,6 +297,28 @@ class SyncEngine:
         if connection_id not in self._zoho_cache:
             self._zoho_cache[connection_id] = self._zoho_side(connection_id)
         return self._zoho_cache[connection_id]
+
+    @contextmanager
+    def _exclusive(self, key: str) -> Iterator[None]:
+        """Sync one record at a time across workers, and commit before letting the next in.
+
+        Without it two workers handed the same record (a webhook during a backfill chunk, two
+        quick edits) both find no link and both create. The commit comes before the release:
+        the next holder must see the link the first one made.
+        """
+        if self._locks is None or self.dry_run or key in self._held:
+            yield
+            return
+        with self._locks(key):
+            self._held.add(key)
+            try:
+                yield
+                self.session.commit()
+            finally:
+                self._held.discard(key)
+
+    def _deal_key(self, deal_id: str) -> str:
+        return f"pipedrive:{self.pd.connection.id}:deal:{deal_id}"
 
     def keys(self, entity: str) -> dict[str, str]:
         """Pipedrive custom field name -> key for ``entity``."""
@@ -469,6 +531,19 @@ class SyncEngine:
         contact: Mapping[str, Any] | None = None,
     ) -> str:
         """Bring one Zoho contact (and its contact persons) to Pipedrive."""
+        with self._exclusive(f"zoho:{zoho_connection_id}:contact:{contact_id}"):
+            return self._sync_zoho_contact(
+                zoho_connection_id, contact_id, event_time=event_time, contact=contact
+            )
+
+    def _sync_zoho_contact(
+        self,
+        zoho_connection_id: int,
+        contact_id: str,
+        *,
+        event_time: dt.datetime | None,
+        contact: Mapping[str, Any] | None,
+    ) -> str:
         zoho = self.zoho(zoho_connection_id)
         base = {"direction": Z2P, "zoho_connection_id": zoho_connection_id, "zoho_id": contact_id}
         link = self.links.by_zoho(zoho_connection_id, "contact", contact_id)
@@ -1120,6 +1195,16 @@ class SyncEngine:
         org: Mapping[str, Any] | None = None,
     ) -> str:
         """Create or update the Zoho contact of one Pipedrive organization."""
+        with self._exclusive(f"pipedrive:{self.pd.connection.id}:organization:{org_id}"):
+            return self._sync_pipedrive_organization(org_id, event_time=event_time, org=org)
+
+    def _sync_pipedrive_organization(
+        self,
+        org_id: str,
+        *,
+        event_time: dt.datetime | None,
+        org: Mapping[str, Any] | None,
+    ) -> str:
         keys = self.keys("organization")
         link = self.links.by_pipedrive(self.pd.connection.id, "organization", org_id)
         base = {"direction": P2Z, "entity": "contact", "pipedrive_id": org_id}
@@ -1416,9 +1501,10 @@ class SyncEngine:
                     diff = self._refresh_deal(deal_id, defer_deal_update)
                     break
                 try:
-                    diff = self._write_deal_fields(
-                        deal_id, extra=None if not self.dry_run else snapshot
-                    )
+                    with self._exclusive(self._deal_key(deal_id)):
+                        diff = self._write_deal_fields(
+                            deal_id, extra=None if not self.dry_run else snapshot
+                        )
                 except _GoneError:
                     trust = False
                     continue
@@ -1595,10 +1681,13 @@ class SyncEngine:
         left alone, the rest is written, and the deal goes to review: the key ``(review)`` of the
         returned diff carries the reason. A deal that is gone gives an empty diff.
         """
-        try:
-            return self._write_deal_fields(deal_id, extra=extra)
-        except _GoneError:
-            return {}
+        # Two invoices of one deal synced at once would each sum what the other has not
+        # committed yet; one at a time, the later one sums both.
+        with self._exclusive(self._deal_key(deal_id)):
+            try:
+                return self._write_deal_fields(deal_id, extra=extra)
+            except _GoneError:
+                return {}
 
     def _write_deal_fields(
         self,
@@ -1964,6 +2053,9 @@ class SyncEngine:
             if not self.dry_run and state.done % 200 == 0:
                 # Commit in batches: a crash loses at most one batch, and links make redoing it harmless.
                 self.session.commit()
+                # Committed rows are in the audit log: holding a PlannedChange for each of
+                # 100,000 records would grow the process with the backfill (a dry run keeps them).
+                self.changes.clear()
         state.deals_written = self.flush_deals(deferred)
         state.tokens = self.pd.client.stats.tokens - tokens0
         if progress is not None:
@@ -2258,6 +2350,7 @@ def engine_session(
             zoho_connections=zoho_connections,
             lookup=lookup,
             dry_run=dry_run,
+            locks=redis_record_locks(context.redis),
         )
         yield engine
         if dry_run:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from connector.errors import BusyError
 from connector.models import DealSnapshot, InvoiceLink, Link, ReviewItem, SyncCursor, utcnow
 
 __all__ = ["LinkRepository"]
@@ -98,12 +99,19 @@ class LinkRepository:
             with self.session.begin_nested():
                 self.session.add(link)
         except sa.exc.IntegrityError:
-            found = self.by_zoho(zoho_connection_id, zoho_entity, zoho_id) or self.by_pipedrive(
-                pipedrive_connection_id, pipedrive_entity, pipedrive_id
-            )
-            if found is None:
-                raise
-            return found
+            found = self.by_zoho(zoho_connection_id, zoho_entity, zoho_id)
+            if found is not None:
+                return found
+            if self.by_pipedrive(pipedrive_connection_id, pipedrive_entity, pipedrive_id):
+                # Another Zoho record took this Pipedrive record a moment ago (two workers
+                # matched the same one). Its link is not ours to return: the next attempt
+                # sees it taken and matches or creates anew.
+                raise BusyError(
+                    f"Pipedrive {pipedrive_entity} {pipedrive_id} was just linked to another "
+                    "Zoho record",
+                    system="connector",
+                ) from None
+            raise
         return link
 
     def repoint(self, pipedrive_connection_id: int, entity: str, old_id: str, new_id: str) -> int:
