@@ -13,10 +13,8 @@ import contextlib
 import datetime as dt
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,9 +23,9 @@ from typing import Any
 import requests
 
 from connector.crypto import generate_key
+from connector.sandbox.processes import BIN, ProcessGroup, beat_argv, web_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 CLIENT_ID = "1000.DEMOCLIENT"
 CLIENT_SECRET = "demo-client-secret"
 COMPANY = "demo"
@@ -104,34 +102,16 @@ class Demo:
             "CONNECTOR_CONFIG": str(workdir / "mapping.toml"),
         }
         (workdir / "mapping.toml").write_text(DEMO_MAPPING)
-        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.group = ProcessGroup(workdir, self.env)
         self.orgs: dict[str, str] = {}
 
     # Processes ---------------------------------------------------------------------------
 
     def start(self, name: str, *argv: str) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            list(argv),
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes.append((name, process))
+        self.group.start(name, list(argv))
 
     def stop_all(self) -> None:
-        for _, process in reversed(self.processes):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for _, process in reversed(self.processes):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        self.group.stop_all()
 
     def connector(self, *args: str) -> str:
         """Run a `connector` command as a user would; stop the demo if it fails."""
@@ -309,47 +289,9 @@ class Demo:
         _say("   custom fields created in Pipedrive (`connector pipedrive setup-fields`)")
 
         _say("== starting the receiver (gunicorn), a Celery worker and Celery Beat")
-        self.start(
-            "web",
-            str(BIN / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{self.web_port}",
-            "--workers",
-            "2",
-            "--access-logfile",
-            "-",
-            "web:create_app()",
-        )
-        self.start(
-            "worker",
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "-Q",
-            "webhooks,sync,pulls,maintenance",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            "demo@%h",
-        )
-        self.start(
-            "beat",
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--scheduler",
-            "workers.beat:LockedScheduler",
-            "--schedule",
-            str(self.workdir / "beat-state"),
-        )
+        self.start("web", *web_argv(self.web_port, access_log=True))
+        self.start("worker", *worker_argv("demo@%h"))
+        self.start("beat", *beat_argv(self.workdir / "beat-state"))
         _wait_for(
             "the receiver",
             lambda: requests.get(f"{self.web_url}/readyz", timeout=2).status_code == 200,

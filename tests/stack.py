@@ -8,10 +8,8 @@ processes started on demand.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -34,18 +32,23 @@ from connector.pipedrive.service import (
 )
 from connector.sandbox.common import Clock, serve_in_thread
 from connector.sandbox.pipedrive import PipedriveSimulator
+from connector.sandbox.processes import (
+    ALL_QUEUES,
+    ProcessGroup,
+    beat_argv,
+    web_argv,
+    worker_argv,
+)
 from connector.sandbox.zoho import ZohoSimulator
 from connector.sync.setup import required_field_specs
 from connector.zoho.service import connect_zoho
 from tests.harness import CLIENT_ID, CLIENT_SECRET, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get(
     "BENCH_DATABASE_URL",
     os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
 )
-ALL_QUEUES = "webhooks,sync,pulls,maintenance"
 
 
 def wait_for(
@@ -114,7 +117,6 @@ class ServiceStack:
         self.zoho_daily_limit = zoho_daily_limit
         self.pd_burst = pd_burst
         self.pd_daily_budget = pd_daily_budget
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.schema = f"bench_{uuid.uuid4().hex[:10]}"
         self.admin = sa.create_engine(POSTGRES_URL)
         with self.admin.begin() as conn:
@@ -159,6 +161,7 @@ class ServiceStack:
             "CONNECTOR_DOTENV": str(tmp / "none.env"),
             "PYTHONPATH": str(ROOT),
         }
+        self.group = ProcessGroup(tmp, self.env)
 
     def connect(self) -> None:
         """Connect one Zoho organization and the Pipedrive company, set up the fields."""
@@ -232,51 +235,26 @@ class ServiceStack:
 
     def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
         """Start a process of the service; its output goes to ``tmp/<name>.log``."""
-        log = (self.tmp / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            list(argv),
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes[name] = process
-        return process
+        return self.group.start(name, list(argv))
+
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The running processes by name."""
+        return self.group.processes
 
     def start_worker(
         self, name: str = "worker", *, concurrency: int = 4, queues: str = ALL_QUEUES
     ) -> subprocess.Popen[bytes]:
         """A Celery worker with ``concurrency`` prefork processes."""
-        return self.start(
-            name,
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--loglevel",
-            self.log_level,
-            "--concurrency",
-            str(concurrency),
-            "-Q",
-            queues,
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"{self.company}-{name}-{uuid.uuid4().hex[:6]}@%h",
+        hostname = f"{self.company}-{name}-{uuid.uuid4().hex[:6]}@%h"
+        argv = worker_argv(
+            hostname, concurrency=concurrency, queues=queues, loglevel=self.log_level
         )
+        return self.start(name, *argv)
 
     def start_web(self, workers: int = 2) -> subprocess.Popen[bytes]:
         """gunicorn serving the receiver; waits until it answers /readyz."""
-        process = self.start(
-            "web",
-            str(BIN / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{self.web_port}",
-            "--workers",
-            str(workers),
-            "web:create_app()",
-        )
+        process = self.start("web", *web_argv(self.web_port, workers=workers))
         wait_for(
             "the receiver",
             lambda: requests.get(f"{self.web_url}/readyz", timeout=2).status_code == 200,
@@ -285,39 +263,15 @@ class ServiceStack:
 
     def start_beat(self) -> subprocess.Popen[bytes]:
         """Celery Beat with the leased scheduler."""
-        return self.start(
-            "beat",
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "beat",
-            "--loglevel",
-            self.log_level,
-            "--scheduler",
-            "workers.beat:LockedScheduler",
-            "--schedule",
-            str(self.tmp / "beat-state"),
-        )
+        return self.start("beat", *beat_argv(self.tmp / "beat-state", loglevel=self.log_level))
 
     def stop(self, name: str) -> None:
         """Stop one process group (SIGTERM, then SIGKILL)."""
-        process = self.processes.pop(name)
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        self.group.stop(name)
 
     def log_tail(self, name: str, lines: int = 20) -> str:
         """The end of a process's log."""
-        path = self.tmp / f"{name}.log"
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return self.group.log_tail(name, lines)
 
     # Reading state ---------------------------------------------------------------------------
 
@@ -337,8 +291,7 @@ class ServiceStack:
 
     def close(self) -> None:
         """Stop everything and drop the schema."""
-        for name in list(self.processes):
-            self.stop(name)
+        self.group.stop_all()
         self.zoho_server.shutdown()
         self.pd_server.shutdown()
         self.pd.close()

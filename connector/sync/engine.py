@@ -99,10 +99,13 @@ FAILED = "failed"
 RecordLocks = Callable[[str], AbstractContextManager[None]]
 """Given a record key, a context manager that holds that record against other workers."""
 
-RECORD_LOCK_SECONDS = 600
-"""A record lock expires on its own after this long, should its holder die with it."""
-RECORD_LOCK_WAIT_SECONDS = 60.0
-"""How long a worker waits for a record another one holds before retrying later instead."""
+RECORD_LOCK_SECONDS = 60
+"""A record lock expires on its own after this long: a worker killed while holding one (SIGKILL,
+out of memory) must not block its record for long. Syncing one record takes seconds; a sync that
+outlives its lock only loses the protection against a second worker arriving meanwhile."""
+RECORD_LOCK_WAIT_SECONDS = 65.0
+"""How long a worker waits for a held record before retrying later: a little over the lock's
+life, so a lock left behind by a dead worker is always waited out."""
 
 
 def redis_record_locks(

@@ -31,7 +31,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -61,6 +60,7 @@ from connector.pipedrive.service import (
 from connector.ratelimit import LimiterEngine
 from connector.sandbox.common import Clock, serve_in_thread
 from connector.sandbox.pipedrive import PipedriveSimulator
+from connector.sandbox.processes import ProcessGroup, beat_argv, web_argv, worker_argv
 from connector.sandbox.zoho import ZohoSimulator
 from connector.sync import service
 from connector.sync.audit import Trigger
@@ -70,8 +70,6 @@ from connector.zoho.service import connect_zoho
 from connector.zoho.webhooks import sign_zoho_webhook
 from tests.harness import CLIENT_ID, CLIENT_SECRET, COMPANY, World, contact, make_settings, world
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
@@ -828,7 +826,6 @@ class ProcessStack:
 
     def __init__(self, workdir: Path, *, extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.redis = PrivateRedis(workdir)
         self.postgres = PrivatePostgres(workdir)
         self.extra_env = dict(extra_env or {})
@@ -870,12 +867,12 @@ class ProcessStack:
             "CONNECTOR_RELEASE_PARKED_MINUTES": "0.1",
             **self.extra_env,
         }
+        self.group = ProcessGroup(self.workdir, self.env)
         self.connect()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name in list(self.processes):
-            self.stop(name)
+        self.group.stop_all()
         self.zoho_server.shutdown()
         self.pd_server.shutdown()
         self.pd.close()
@@ -918,62 +915,20 @@ class ProcessStack:
         )
 
     def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            list(argv),
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes[name] = process
-        return process
+        return self.group.start(name, list(argv))
+
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.group.processes
 
     def start_worker(self) -> None:
-        self.start(
-            "worker",
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "-Q",
-            "webhooks,sync,pulls,maintenance",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"chaos-{uuid.uuid4().hex[:6]}@%h",
-        )
+        self.start("worker", *worker_argv(f"chaos-{uuid.uuid4().hex[:6]}@%h"))
 
     def start_beat(self, name: str = "beat") -> None:
-        self.start(
-            name,
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--scheduler",
-            "workers.beat:LockedScheduler",
-            "--schedule",
-            str(self.workdir / f"{name}-state"),
-        )
+        self.start(name, *beat_argv(self.workdir / f"{name}-state"))
 
     def start_all(self) -> None:
-        self.start(
-            "web",
-            str(BIN / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{self.web_port}",
-            "--workers",
-            "2",
-            "web:create_app()",
-        )
+        self.start("web", *web_argv(self.web_port))
         self.start_worker()
         self.start_beat()
         wait_for(
@@ -985,15 +940,7 @@ class ProcessStack:
         register_webhooks(self.context, pd, self.web_url)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
-        process = self.processes.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        self.group.stop(name, sig)
 
     def kill_pool_children(self) -> int:
         """SIGKILL the worker's pool processes (the tasks they run die mid-way)."""

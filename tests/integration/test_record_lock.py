@@ -125,3 +125,11 @@ def test_a_pipedrive_record_linked_by_another_worker_is_not_returned_as_ours(w: 
             pipedrive_entity="organization",
             pipedrive_id="77",
         )
+
+
+def test_a_lock_left_by_a_dead_worker_is_waited_out(w: World) -> None:
+    dead = w.context.redis.lock("connector:lock:record:zoho:1:contact:7", timeout=0.5)
+    assert dead.acquire()  # never released: its holder was SIGKILLed
+    locks = redis_record_locks(w.context.redis, wait_seconds=2.0)
+    with locks("zoho:1:contact:7"):
+        pass

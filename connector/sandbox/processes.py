@@ -1,0 +1,122 @@
+"""The service's own processes (gunicorn, a Celery worker, Celery Beat) started as children.
+
+Used by ``make demo``, the end-to-end tests, the benchmarks and the fault-injection runs, so
+they all start the service the same way the ``Procfile`` does. Each child gets its own process
+group (a stop reaches gunicorn's and Celery's own children too) and logs to ``<dir>/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["ALL_QUEUES", "BIN", "ProcessGroup", "beat_argv", "web_argv", "worker_argv"]
+
+BIN = Path(sys.executable).parent
+ALL_QUEUES = "webhooks,sync,pulls,maintenance"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def web_argv(port: int, *, workers: int = 2, access_log: bool = False) -> list[str]:
+    """gunicorn serving the receiver on loopback."""
+    argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    if access_log:
+        argv += ["--access-logfile", "-"]
+    return [*argv, "web:create_app()"]
+
+
+def worker_argv(
+    hostname: str, *, concurrency: int = 2, queues: str = ALL_QUEUES, loglevel: str = "INFO"
+) -> list[str]:
+    """A Celery worker with ``concurrency`` prefork processes."""
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "--loglevel",
+        loglevel,
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        queues,
+        "--without-gossip",
+        "--without-mingle",
+        "--hostname",
+        hostname,
+    ]
+
+
+def beat_argv(schedule: Path, *, loglevel: str = "INFO") -> list[str]:
+    """Celery Beat with the Redis-leased scheduler."""
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "workers.celery_app",
+        "beat",
+        "--loglevel",
+        loglevel,
+        "--scheduler",
+        "workers.beat:LockedScheduler",
+        "--schedule",
+        str(schedule),
+    ]
+
+
+class ProcessGroup:
+    """Named child processes sharing one environment, each in a process group of its own.
+
+    Args:
+        log_dir: where ``<name>.log`` files go (appended to: a restarted process keeps its log).
+        env: the children's environment, read at each start (changes apply to later starts).
+        cwd: their working directory (the repository root by default).
+    """
+
+    def __init__(self, log_dir: Path, env: dict[str, str], cwd: Path = ROOT) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.cwd = cwd
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` as ``name``."""
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            # The argv comes from the builders above, never from a request.
+            process = subprocess.Popen(  # noqa: S603
+                argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Send ``sig`` to the process group; SIGKILL it if it has not ended after ``timeout``."""
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        """Stop every process, the last started first."""
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        """The end of a process's log."""
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
