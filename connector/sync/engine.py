@@ -598,6 +598,15 @@ class SyncEngine:
         desired = zoho_contact_to_organization(contact, self.config, keys)
         outcome = SKIPPED
         org_id = ""
+        persons = (
+            order_contact_persons(contact.get("contact_persons") or [])
+            if self.config.contacts.sync_contact_persons
+            else []
+        )
+        # The contact counts as applied (a later backfill skips it) only once its persons are
+        # too: a run stopped between the organization and its persons (a spent budget, a crash)
+        # must come back for them.
+        applied_at = None if persons else modified
         with self._record(entity="organization", **base) as row:
             # Nothing mapped changed since the last sync: no need to read Pipedrive at all.
             unchanged = link is not None and link.zoho_hash == zoho_hash
@@ -607,7 +616,7 @@ class SyncEngine:
                     "no mapped field changed (our own write coming back, or unmapped change)"
                 )
                 org_id = link.pipedrive_id
-                self._advance_link(link, zoho_hash=zoho_hash, zoho_modified=modified)
+                self._advance_link(link, zoho_hash=zoho_hash, zoho_modified=applied_at)
             else:
                 org, known = self._linked_record("organization", link, row)
                 method = "link" if org is not None else ""
@@ -691,14 +700,15 @@ class SyncEngine:
                         link,
                         zoho_hash=zoho_hash,
                         pipedrive_hash=self._pd_hash("organization", org, keys),
-                        zoho_modified=modified,
+                        zoho_modified=applied_at,
                         pipedrive_modified=_pd_time(org.get("update_time")),
                         pipedrive_record=org,
                     )
             outcome = str(row["outcome"])
-        if self.config.contacts.sync_contact_persons:
-            for person in order_contact_persons(contact.get("contact_persons") or []):
-                self._contact_person(zoho, contact, person, org_id or None)
+        for person in persons:
+            self._contact_person(zoho, contact, person, org_id or None)
+        if persons and link is not None and org_id and link.pipedrive_id == org_id:
+            self._advance_link(link, zoho_modified=modified)
         return outcome
 
     def _contact_as_person(
@@ -1336,7 +1346,10 @@ class SyncEngine:
                     )
                 ),
                 pipedrive_hash=self._pd_hash("organization", org, keys),
-                zoho_modified=_zoho_time(contact.get("last_modified_time")),
+                # A contact first linked from this side has not had its contact persons brought
+                # to Pipedrive: not marked as applied, so the next Zoho sync or backfill comes
+                # back for them (its organization then compares equal and costs nothing).
+                zoho_modified=_zoho_time(contact.get("last_modified_time")) if link else None,
                 pipedrive_modified=_pd_time(org.get("update_time")),
                 pipedrive_record=org,
             )

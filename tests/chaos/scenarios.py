@@ -50,7 +50,7 @@ from connector.context import AppContext
 from connector.db import upgrade
 from connector.errors import BudgetExhaustedError, RetryableError
 from connector.mapping.config import load_config
-from connector.models import Connection, DeadLetter, ParkedJob
+from connector.models import Connection, DeadLetter, Link, ParkedJob
 from connector.pipedrive.service import (
     build_pipedrive_client,
     connect_pipedrive,
@@ -609,7 +609,13 @@ class InProcess:
             invoice_id = add_invoice(self.zoho, org, contact_id, rng.randint(50, 900), "live")
             self.driver.run(SYNC_TASK, zoho_conn, "invoice", invoice_id, "webhook")
         renamed = rng.sample(data.contacts, k=max(1, len(data.contacts) // 5))
+        with self.world.context.session() as session:
+            linked = set(session.scalars(sa.select(Link.zoho_id)))
         for contact_id in renamed:
+            if contact_id not in linked:
+                # Not synced yet (a spent budget): renamed now, it could no longer be matched by
+                # name to its Pipedrive organization by anyone. Renames come after the first link.
+                continue
             name = self.zoho.get_record(org, "contacts", contact_id)["contact_name"]
             self.zoho.update_record(org, "contacts", contact_id, {"contact_name": f"{name} (Z)"})
             self.driver.run(SYNC_TASK, zoho_conn, "contact", contact_id, "webhook")
@@ -710,14 +716,20 @@ def scenario_budget(workdir: Path, *, customers: int = 16, seed: int = 5) -> Res
     rng = random.Random(seed)
     with InProcess(workdir) as run:
         clock = run.world.clock
+        # From real time: parking never releases work earlier than a minute after the real now.
+        clock.set(dt.datetime.now(dt.UTC))
         org, conn = run.world.zoho_orgs["us"], run.world.zoho_connections["us"]
         data = seed_dataset(run.zoho, run.pd, COMPANY, org, customers=customers, seed=seed)
 
-        # The limiter reads Redis TIME, which no test can move: make it follow the shared clock.
-        def follow_clock(_engine: LimiterEngine) -> float:
-            return clock.timestamp()
+        # The limiter reads Redis TIME, which no test can move: give every limiter built from
+        # here on the shared clock instead (its documented test hook), so the budget day, the
+        # parked work's "until" and the simulator's reset all follow one clock.
+        build_engine = LimiterEngine.__init__
 
-        patch = mock.patch.object(LimiterEngine, "server_now", new=follow_clock)
+        def on_shared_clock(engine: LimiterEngine, redis_client: Any, *, now: Any = None) -> None:
+            build_engine(engine, redis_client, now=now or clock.timestamp)
+
+        patch = mock.patch.object(LimiterEngine, "__init__", new=on_shared_clock)
         with patch:
             spent = run.pd.tokens_spent(COMPANY)
             budget = spent + 120 + customers * 6
@@ -733,14 +745,28 @@ def scenario_budget(workdir: Path, *, customers: int = 16, seed: int = 5) -> Res
             run.live_changes(data, rng, conn)
             _, parked = run.db_counts()
             result.notes.append(f"parked while the budget was spent: {parked}")
-            reset = run.pd.budget_reset_at(COMPANY)
-            clock.set(reset + dt.timedelta(minutes=2))
-            with time_machine.travel(clock.now(), tick=True):
-                released = service.release_parked(run.world.context)
-            result.notes.append(f"released after the reset: {len(released)}")
-            for task_name, args in released:
-                run.driver.run(task_name, *args.get("args", []))
-            result.notes.append(f"backfill runs after the reset: {run.driver.backfill()}")
+            # The first day's budget was nearly spent before the backfill started (other use
+            # of the company's tokens); a whole day's budget is far larger.
+            run.pd.set_limits(COMPANY, daily_budget=5000)
+            with run.world.context.session() as session:
+                store = run.world.context.store(session)
+                store.set_options(store.get(run.world.pipedrive_connection), daily_budget=5000)
+            # Each reset gives a new day's budget: Beat's release hands the parked work back and
+            # the operator runs the backfill again, until a day's budget is enough.
+            for day in range(1, 4):
+                reset = run.pd.budget_reset_at(COMPANY)
+                clock.set(reset + dt.timedelta(minutes=2))
+                with time_machine.travel(clock.now(), tick=True):
+                    released = service.release_parked(run.world.context)
+                    for task_name, args in released:
+                        run.driver.run(task_name, *args.get("args", []))
+                    runs = run.driver.backfill()
+                result.notes.append(
+                    f"reset {day}: released {len(released)} parked task(s); backfill "
+                    + ("finished" if runs > 0 else "stopped on the budget again")
+                )
+                if runs > 0:
+                    break
             run.driver.run(PULL_TASK, run.world.pipedrive_connection)
             run.driver.run(RECONCILE_TASK, conn)
             return run.finish(result, data, started)

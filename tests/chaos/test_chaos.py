@@ -72,12 +72,6 @@ def test_revoked_zoho_token_flags_that_connection_and_the_other_continues(tmp_pa
     _check(scenarios.scenario_revoked(tmp_path, customers=6))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the scenario cannot move the limiter's clock (Redis TIME) or release_parked's SQL now "
-    "past the reset, so the reset is never reached here; parking and release across a reset are "
-    "proven with an injected clock in tests/integration/test_parked_resume.py",
-)
 def test_budget_spent_mid_backfill_parks_work_until_the_reset(tmp_path: Path) -> None:
     _check(scenarios.scenario_budget(tmp_path, customers=10))
 
