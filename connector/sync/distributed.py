@@ -11,7 +11,11 @@ one process. For a large first sync the work is split instead:
 2. :func:`run_backfill_chunk` syncs exactly one chunk through the engine's public methods,
    skipping records already applied and not modified since (as the single-process backfill
    does). Running a chunk twice, or two chunks that overlap, is harmless: links make the second
-   pass a no-op.
+   pass a no-op. The chunks that one worker process runs share its compact index of the
+   Pipedrive company (:func:`connector.sync.lookup.process_index`): a chunk lists only what
+   changed since the previous one (10 tokens per 500 changed records per entity) instead of
+   the whole company, and holds at most ``RECORDS_KEPT`` full records per entity, so neither
+   its tokens nor the worker's memory grow with the company (about 16 bytes per known key).
 3. The phases are ordered by a counter in Redis (:class:`BackfillRun`): invoice chunks need the
    organization links that the contact chunks create, so they are stored at the start and
    released by whichever contact chunk finishes last. Each chunk is counted once (a set of
@@ -45,6 +49,7 @@ from connector.errors import (
 )
 from connector.sync.audit import Trigger
 from connector.sync.engine import BackfillProgress, engine_session
+from connector.sync.lookup import IndexedLookup, process_index
 from connector.zoho.pagination import PagePaginator
 from connector.zoho.times import parse_zoho_time
 
@@ -216,6 +221,12 @@ def run_backfill_chunk(
     connection_id = int(chunk["zoho_connection_id"])
     deferred: set[str] = set()
     with engine_session(context, trigger=Trigger.BACKFILL, task_id=task_id, indexed=True) as engine:
+        if isinstance(engine.lookup, IndexedLookup):
+            # A worker runs chunk after chunk: they share the process's compact index of the
+            # company, so a chunk lists only what changed since the last one instead of everything.
+            pd = engine.pd.connection
+            scope = f"{pd.id}:{pd.external_id}:{pd.api_base}"
+            engine.lookup.use_shared(process_index(context.cache, scope))
         tokens0 = engine.pd.client.stats.tokens
         try:
             for record in chunk["records"]:
@@ -262,6 +273,8 @@ def run_backfill_chunk(
                 state.done += 1
                 if state.done % COMMIT_EVERY == 0:
                     engine.session.commit()
+                    # Committed work is in the audit log; a big chunk must not hold it twice.
+                    engine.changes.clear()
             state.deals_written = _patiently(partial(engine.flush_deals, deferred), sleep=sleep)
         except RetryableError:
             # Keep what is done; the deals of this chunk are written on its next run.

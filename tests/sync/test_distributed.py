@@ -15,6 +15,8 @@ import sqlalchemy as sa
 
 from connector.errors import BudgetExhaustedError, RateLimitError
 from connector.models import InvoiceLink, Link
+from connector.sync import engine as engine_module
+from connector.sync import lookup as lookup_module
 from connector.sync.distributed import (
     BackfillRun,
     _patiently,
@@ -22,6 +24,7 @@ from connector.sync.distributed import (
     run_backfill_chunk,
 )
 from connector.sync.engine import BackfillProgress, engine_session
+from connector.sync.lookup import IndexedLookup
 from tests.harness import COMPANY, World, contact, invoice, world
 
 CUSTOMERS = 24
@@ -106,6 +109,79 @@ def test_chunks_give_the_single_process_result(
     assert len(single["organizations"]) == CUSTOMERS
     assert sum(1 for v in single["deal_totals"].values() if Decimal(v) > 0) == CUSTOMERS // 2
     assert distributed == single
+
+
+def _spy_lookups(monkeypatch: pytest.MonkeyPatch, records_kept: int) -> list[IndexedLookup]:
+    """Every IndexedLookup the engine sessions make, each holding at most ``records_kept``."""
+    made: list[IndexedLookup] = []
+
+    class Spy(IndexedLookup):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(lookup_module, "RECORDS_KEPT", records_kept)
+    monkeypatch.setattr(engine_module, "IndexedLookup", Spy)
+    return made
+
+
+def test_chunks_in_one_process_share_keys_and_hold_a_bounded_number_of_records(
+    postgres_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with world(f"sqlite:///{tmp_path}/single.db", redis_url) as w:
+        _seed(w)
+        with engine_session(w.context, trigger="backfill", indexed=True) as engine:
+            engine.backfill()
+        single = _outcome(w)
+    redis.Redis.from_url(redis_url).flushdb()
+    lookups = _spy_lookups(monkeypatch, records_kept=3)
+    with world(postgres_url, redis_url) as w:
+        _seed(w)
+        chunks = plan_backfill_chunks(w.context, chunk_size=5)
+        states = _run_all(w, chunks)
+        distributed = _outcome(w)
+    assert sum(s.failed for s in states) == 0
+    # Matching through keys and reads by id finds what the full listing found: no duplicates.
+    assert distributed == single
+    assert len(lookups) == len(chunks)
+    # One index of keys for the process; each chunk holds at most 3 full records per entity,
+    # whatever the earlier chunks listed or wrote.
+    assert len({id(lookup.index) for lookup in lookups}) == 1
+    for lookup in lookups:
+        for entity in ("organization", "person", "deal"):
+            assert len(lookup.held(entity)) <= 3
+    # The company is listed in full once; later chunks list only what changed since.
+    full = [lookup for lookup in lookups if lookup.listings.get("organization") == "full"]
+    assert len(full) == 1
+    assert lookups[-1].stats()["organizations"] >= CUSTOMERS
+
+
+def test_a_record_created_elsewhere_between_chunks_is_matched_not_duplicated(
+    postgres_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = _spy_lookups(monkeypatch, records_kept=1)
+    with world(postgres_url, redis_url) as w:
+        names = [f"Client {i:02d} GmbH" for i in range(9)]
+        ids = w.zoho.bulk_create(w.zoho_orgs["us"], "contacts", [contact(n) for n in names])
+        w.pipedrive.seed(COMPANY, "organizations", [{"name": "Unrelated Ltd"}])
+        chunks = plan_backfill_chunks(w.context, chunk_size=3, include_invoices=False)
+        run_backfill_chunk(w.context, chunks[0])
+        # Another worker (or a user) creates the organization of a later chunk's contact.
+        later = chunks[2]["records"][0][0]
+        name = names[[str(i) for i in ids].index(later)]
+        (made_elsewhere,) = w.pipedrive.seed(COMPANY, "organizations", [{"name": name}])
+        for chunk in chunks[1:]:
+            run_backfill_chunk(w.context, chunk)
+        organizations = [o["name"] for o in w.pd_records("organizations")]
+        with w.context.session() as session:
+            linked = session.scalar(
+                sa.select(Link.pipedrive_id).where(
+                    Link.zoho_entity == "contact", Link.zoho_id == later
+                )
+            )
+    assert sorted(organizations) == sorted([*names, "Unrelated Ltd"])
+    assert linked == str(made_elsewhere)
+    assert [lookup.listings.get("organization") for lookup in lookups[1:]] == ["changes"] * 2
 
 
 def test_plan_puts_contacts_first_and_a_customers_invoices_together(
