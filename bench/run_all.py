@@ -240,6 +240,10 @@ def write_doc(
     for name, command in commands.items():
         stored = results.get(name)
         when = " (no result stored)" if stored is None else ""
+        if name == "memory" and stored:
+            # The memory figures may come from a longer run than the quick default.
+            sizes = " ".join(str(size) for size in stored["settings"].get("sizes", []))
+            command = f"{PY} bench/memory.py --sizes {sizes}" if sizes else command
         lines.append(f"- {name}: `{command}`{when}")
     lines += [
         "",
@@ -256,6 +260,11 @@ def write_doc(
         "  servers; on a 2-core machine the bare endpoint's figure is partly bounded by it.",
         "- Freshness lifts Zoho's per-minute limit: each event costs one Zoho read, so at 100/min",
         "  events faster than 1.6/s would measure Zoho's limit instead of the service.",
+        "- Memory: `chunks` is what a Celery worker runs (`connector backfill --distributed`), one",
+        "  chunk after another in one process; `single` is `connector backfill` in one process. The",
+        "  memory command above gives the sizes its figures come from: `make bench` runs 1,000 and",
+        "  5,000 contacts, `bench/run_all.py --full` 10,000, 50,000 and 100,000 (about 16 minutes",
+        "  per mode at 100,000).",
         "",
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)
