@@ -87,7 +87,6 @@ class IntakeConnection:
     external_id: str
     options: Mapping[str, Any]
     secret: Mapping[str, Any] = dataclasses.field(repr=False)
-    loaded_at: float = 0.0
 
 
 class ConnectionCache:
@@ -107,8 +106,8 @@ class ConnectionCache:
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.clock = clock
-        self._entries: dict[str, IntakeConnection | None] = {}
-        self._loaded: dict[str, float] = {}
+        # name -> (when it was read, the connection or None for an unknown name)
+        self._entries: dict[str, tuple[float, IntakeConnection | None]] = {}
         self._webhook_marked: dict[int, float] = {}
         self._lock = threading.Lock()
 
@@ -118,8 +117,9 @@ class ConnectionCache:
         """The connection named ``name`` (``None`` when there is none), from cache when recent."""
         now = self.clock()
         with self._lock:
-            if not fresh and name in self._entries and now - self._loaded[name] < self.ttl_seconds:
-                return self._entries[name]
+            cached = self._entries.get(name)
+        if not fresh and cached is not None and now - cached[0] < self.ttl_seconds:
+            return cached[1]
         try:
             row = store.get(name)
         except ConfigError:
@@ -132,22 +132,20 @@ class ConnectionCache:
                 external_id=row.external_id,
                 options=dict(row.options or {}),
                 secret=store.webhook_secret(row),
-                loaded_at=now,
             )
         with self._lock:
             # Unknown names are cached too (a flood of them must not reach the database), but
             # only a bounded number: the name comes from the URL.
             if entry is None and len(self._entries) > 1000:
-                self._entries = {k: v for k, v in self._entries.items() if v is not None}
-            self._entries[name] = entry
-            self._loaded[name] = now
+                self._entries = {k: v for k, v in self._entries.items() if v[1] is not None}
+            self._entries[name] = (now, entry)
         return entry
 
     def may_reload(self, name: str) -> bool:
         """Whether a failed check against the cached entry deserves a fresh read (once a second)."""
         with self._lock:
-            loaded = self._loaded.get(name)
-        return loaded is None or self.clock() - loaded >= 1.0
+            cached = self._entries.get(name)
+        return cached is None or self.clock() - cached[0] >= 1.0
 
     def should_mark_webhook(self, connection_id: int) -> bool:
         """Whether this process should write ``last_webhook_at`` now (and note that it did)."""
@@ -157,13 +155,6 @@ class ConnectionCache:
                 return False
             self._webhook_marked[connection_id] = now
             return True
-
-    def clear(self) -> None:
-        """Forget everything (tests, or after a connection was changed in this process)."""
-        with self._lock:
-            self._entries.clear()
-            self._loaded.clear()
-            self._webhook_marked.clear()
 
 
 def _authenticate(

@@ -186,3 +186,12 @@ def test_receiver_survives_lost_database_connections_without_a_ping(postgres_url
             ids = set(session.scalars(sa.select(WebhookEvent.entity_id)))
         assert ids == {"4600001", "4600002"}
         context.close()
+
+
+def test_unknown_names_from_urls_cannot_grow_the_cache_without_bound(env):
+    _, client, clock, _, _ = env
+    cache = client.application.extensions["connector.connections"]
+    for n in range(1200):
+        clock.now += 0.001
+        client.post(f"/webhooks/zoho/nobody-{n}", data=b"{}", content_type="application/json")
+    assert len(cache._entries) <= 1001
