@@ -31,8 +31,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
-import platform
 import signal
 import sys
 import tempfile
@@ -43,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.stack import machine  # noqa: E402
 from tests.chaos.scenarios import IN_PROCESS, PROCESSES, Result  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "chaos.json"
@@ -56,24 +55,6 @@ class ScenarioTimeout(Exception):  # noqa: N818 - reads as what happened
 
 def _alarm(_signum: int, _frame: object) -> None:
     raise ScenarioTimeout(f"no result after {SCENARIO_LIMIT_SECONDS} s")
-
-
-def machine() -> dict[str, object]:
-    """What the figures ran on."""
-    memory = ""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "memory": memory,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def print_table(results: list[Result]) -> None:
@@ -134,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     document = {
         "command": ".venv/bin/python bench/chaos.py " + " ".join(args.scenarios),
-        "machine": machine(),
+        "machine": {**machine(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
         "scenarios": [r.as_dict() for r in results],
     }
     if not args.scenarios:

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.stack import COMPANY, BenchStack, machine, wait_for  # noqa: E402
+from bench.stack import COMPANY, BenchStack, machine, print_targets, wait_for  # noqa: E402
 from tests.harness import contact  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "freshness.json"
@@ -233,9 +233,7 @@ def print_table(result: dict[str, Any]) -> None:
         f"(not accepted {result['webhook_deliveries_not_accepted']}), Pipedrive 429s "
         f"{result['pipedrive_429']}"
     )
-    print("targets:")
-    for name, met in result["targets"].items():
-        print(f"  {name:<24} {'met' if met else 'MISSED'}")
+    print_targets(result["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -227,6 +227,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     """The human-readable table."""
+    from bench.stack import print_targets
+
     print(
         f"Memory: peak RSS of one worker process syncing N contacts (chunk size "
         f"{result['settings']['chunk_size']})"
@@ -248,9 +250,7 @@ def print_table(result: dict[str, Any]) -> None:
         "growth, MB per 10,000 contacts: "
         + ", ".join(f"{m} {v}" for m, v in result["mb_per_10k_contacts"].items())
     )
-    print("targets:")
-    for name, met in result["targets"].items():
-        print(f"  {name:<24} {'met' if met else 'MISSED'}")
+    print_targets(result["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:

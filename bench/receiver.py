@@ -46,7 +46,7 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from bench.stack import BIN, BenchStack, free_port, machine, wait_for  # noqa: E402
+from bench.stack import BIN, BenchStack, free_port, machine, print_targets, wait_for  # noqa: E402
 from connector.models import WebhookEvent  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "receiver.json"
@@ -214,9 +214,7 @@ def print_table(result: dict[str, Any]) -> None:
         f"{result['events_stored']} (2xx answers {result['receiver_2xx_measured']} + warm-up), "
         f"tasks queued in Redis {result['tasks_queued_in_redis']}"
     )
-    print("targets:")
-    for name, met in result["targets"].items():
-        print(f"  {name:<40} {'met' if met else 'MISSED'}")
+    print_targets(result["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:

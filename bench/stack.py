@@ -20,7 +20,16 @@ from connector.sandbox.processes import ALL_QUEUES, BIN  # noqa: E402
 from tests.stack import ServiceStack as BenchStack  # noqa: E402
 from tests.stack import free_port, wait_for  # noqa: E402
 
-__all__ = ["ALL_QUEUES", "BIN", "COMPANY", "BenchStack", "free_port", "machine", "wait_for"]
+__all__ = [
+    "ALL_QUEUES",
+    "BIN",
+    "COMPANY",
+    "BenchStack",
+    "free_port",
+    "machine",
+    "print_targets",
+    "wait_for",
+]
 
 # The simulators' servers log every request; the figures come from their request logs instead.
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -51,3 +60,11 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def print_targets(targets: dict[str, bool]) -> None:
+    """The targets block every benchmark ends its table with."""
+    print("targets:")
+    width = max((len(name) for name in targets), default=0)
+    for name, met in targets.items():
+        print(f"  {name:<{width}} {'met' if met else 'MISSED'}")

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.stack import BIN, COMPANY, BenchStack, machine  # noqa: E402
+from bench.stack import BIN, COMPANY, BenchStack, machine, print_targets  # noqa: E402
 from connector.sandbox.pipedrive_limits import PLANS  # noqa: E402
 from tests.harness import contact, invoice  # noqa: E402
 
@@ -380,9 +380,7 @@ def print_table(result: dict[str, Any]) -> None:
         + f", Zoho daily limit {p['zoho_daily_limit_days_parked']} days parked"
         + f"; projected wall {p['projected_wall_seconds'] / 3600:.1f} h"
     )
-    print("targets:")
-    for name, met in result["targets"].items():
-        print(f"  {name:<60} {'met' if met else 'MISSED'}")
+    print_targets(result["targets"])
 
 
 VARIANTS = {

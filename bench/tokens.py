@@ -58,6 +58,7 @@ if str(ROOT) not in sys.path:
 import redis  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from bench.stack import print_targets  # noqa: E402
 from connector.models import InvoiceLink  # noqa: E402
 from connector.sync.engine import BackfillProgress, engine_session  # noqa: E402
 from tests.harness import COMPANY, World, contact, invoice, world  # noqa: E402
@@ -405,9 +406,8 @@ def _print(result: dict[str, Any]) -> None:
         print(f"\nPipedrive calls, {phase}:")
         for endpoint, spent in endpoints.items():
             print(f"  {endpoint:<45} {spent['calls']:>6} calls {spent['tokens']:>7} tokens")
-    print("\ntargets:")
-    for name, met in result["targets"].items():
-        print(f"  {name:<32} {'met' if met else 'MISSED'}")
+    print()
+    print_targets(result["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:
