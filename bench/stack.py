@@ -16,9 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from connector.sandbox.processes import ALL_QUEUES, BIN  # noqa: E402
+from connector.sandbox.processes import ALL_QUEUES, BIN, free_port, wait_for  # noqa: E402
 from tests.stack import ServiceStack as BenchStack  # noqa: E402
-from tests.stack import free_port, wait_for  # noqa: E402
 
 __all__ = [
     "ALL_QUEUES",

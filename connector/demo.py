@@ -13,17 +13,24 @@ import contextlib
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from connector.crypto import generate_key
-from connector.sandbox.processes import BIN, ProcessGroup, beat_argv, web_argv, worker_argv
+from connector.sandbox.processes import (
+    BIN,
+    ProcessGroup,
+    beat_argv,
+    free_port,
+    wait_for,
+    web_argv,
+    worker_argv,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID = "1000.DEMOCLIENT"
@@ -52,27 +59,8 @@ def _day(offset: int) -> str:
     return (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=offset)).isoformat()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 class Demo:
@@ -80,7 +68,7 @@ class Demo:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.zoho_port, self.pd_port, self.web_port = _free_port(), _free_port(), _free_port()
+        self.zoho_port, self.pd_port, self.web_port = free_port(), free_port(), free_port()
         self.zoho_url = f"http://127.0.0.1:{self.zoho_port}"
         self.pd_url = f"http://127.0.0.1:{self.pd_port}"
         self.web_url = f"http://127.0.0.1:{self.web_port}"
@@ -229,7 +217,7 @@ class Demo:
             "--port",
             str(self.pd_port),
         )
-        _wait_for(
+        wait_for(
             "the simulators",
             lambda: bool(self.zoho("GET", "/state")) and bool(self.pd("GET", "/state")),
         )
@@ -292,7 +280,7 @@ class Demo:
         self.start("web", *web_argv(self.web_port, access_log=True))
         self.start("worker", *worker_argv("demo@%h"))
         self.start("beat", *beat_argv(self.workdir / "beat-state"))
-        _wait_for(
+        wait_for(
             "the receiver",
             lambda: requests.get(f"{self.web_url}/readyz", timeout=2).status_code == 200,
         )
@@ -335,7 +323,7 @@ class Demo:
         )
         deal = self._pd_deal("Bowman and Co renewal")
         total_key = self._pd_field("deal", "Zoho Invoice Total")
-        _wait_for(
+        wait_for(
             "the invoice total on the Bowman deal",
             lambda: (
                 (self._pd_record("deals", deal).get("custom_fields") or {}).get(total_key)
@@ -360,7 +348,7 @@ class Demo:
         _say("   Zoho Books (US): payment of 1,500.00 USD received on that invoice")
         status_key = self._pd_field("deal", "Zoho Payment Status")
         balance_key = self._pd_field("deal", "Zoho Invoice Balance")
-        _wait_for(
+        wait_for(
             "the payment on the Bowman deal",
             lambda: (
                 (self._pd_record("deals", deal).get("custom_fields") or {}).get(status_key)
@@ -381,7 +369,7 @@ class Demo:
         )
         _say("   Pipedrive: organization 'Globex Corporation' renamed to 'Globex Holdings'")
         globex_zoho = self._zoho_contact(us, "Globex Corporation")
-        _wait_for(
+        wait_for(
             "the rename in Zoho Books",
             lambda: (
                 self.zoho("GET", f"/organizations/{us}/contacts/{globex_zoho}")["contact_name"]
@@ -399,7 +387,7 @@ class Demo:
             },
         )
         _say("   Pipedrive: new organization 'Wayne Enterprises'")
-        _wait_for(
+        wait_for(
             "the new contact in a Zoho organization", lambda: bool(self._linked(str(created["id"])))
         )
         _say(

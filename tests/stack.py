@@ -8,11 +8,8 @@ processes started on demand.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,8 @@ from connector.sandbox.processes import (
     ALL_QUEUES,
     ProcessGroup,
     beat_argv,
+    free_port,
+    wait_for,
     web_argv,
     worker_argv,
 )
@@ -49,29 +48,6 @@ POSTGRES_URL = os.environ.get(
     "BENCH_DATABASE_URL",
     os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
 )
-
-
-def wait_for(
-    what: str, check: Callable[[], bool], timeout: float = 60.0, poll: float = 0.2
-) -> None:
-    """Poll ``check`` until it is true; fail loudly after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (requests.RequestException, KeyError):
-            pass
-        time.sleep(poll)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServiceStack:

@@ -10,15 +10,58 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ALL_QUEUES", "BIN", "ProcessGroup", "beat_argv", "web_argv", "worker_argv"]
+import requests
+
+__all__ = [
+    "ALL_QUEUES",
+    "BIN",
+    "ProcessGroup",
+    "beat_argv",
+    "free_port",
+    "wait_for",
+    "web_argv",
+    "worker_argv",
+]
 
 BIN = Path(sys.executable).parent
 ALL_QUEUES = "webhooks,sync,pulls,maintenance"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    *,
+    timeout: float = 60.0,
+    poll: float = 0.25,
+    tolerate: tuple[type[BaseException], ...] = (requests.RequestException, KeyError),
+) -> None:
+    """Poll ``check`` until it is true (errors in ``tolerate`` count as not yet); fail loudly
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except tolerate:
+            pass
+        time.sleep(poll)
+    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def web_argv(port: int, *, workers: int = 2, access_log: bool = False) -> list[str]:

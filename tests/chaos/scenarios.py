@@ -29,7 +29,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -60,7 +59,14 @@ from connector.pipedrive.service import (
 from connector.ratelimit import LimiterEngine
 from connector.sandbox.common import Clock, serve_in_thread
 from connector.sandbox.pipedrive import PipedriveSimulator
-from connector.sandbox.processes import ProcessGroup, beat_argv, web_argv, worker_argv
+from connector.sandbox.processes import (
+    ProcessGroup,
+    beat_argv,
+    free_port,
+    wait_for,
+    web_argv,
+    worker_argv,
+)
 from connector.sandbox.zoho import ZohoSimulator
 from connector.sync import service
 from connector.sync.audit import Trigger
@@ -81,25 +87,8 @@ PULL_TASK = "workers.tasks.pull_pipedrive"
 RECONCILE_TASK = "workers.tasks.reconcile_zoho"
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (requests.RequestException, redis.RedisError, sa.exc.OperationalError, KeyError):
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+# Services that may be restarting: their errors mean "not yet" while waiting.
+STARTING = (requests.RequestException, redis.RedisError, sa.exc.OperationalError, KeyError)
 
 
 # Private services ------------------------------------------------------------------------------
@@ -148,7 +137,9 @@ class PrivateRedis:
             start_new_session=True,
         )
         client = redis.Redis.from_url(self.url)
-        wait_for("the private redis-server", lambda: bool(client.ping()), timeout=20)
+        wait_for(
+            "the private redis-server", lambda: bool(client.ping()), timeout=20, tolerate=STARTING
+        )
         client.close()
 
     def kill(self) -> None:
@@ -960,6 +951,7 @@ class ProcessStack:
         wait_for(
             "the receiver",
             lambda: requests.get(f"{self.web_url}/readyz", timeout=2).status_code == 200,
+            tolerate=STARTING,
         )
         with self.context.session() as session:
             pd = self.context.store(session).get("pipedrive")
