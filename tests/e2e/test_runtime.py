@@ -25,7 +25,7 @@ from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.slow
 
-REDIS_DB_URL = "redis://127.0.0.1:6379/12"
+REDIS_DB_URL = os.environ.get("TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/12")
 COMPANY = "e2e"
 
 

@@ -7,6 +7,7 @@ in review. Everything is counted at the simulators.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from decimal import Decimal
 
@@ -31,7 +32,7 @@ def backfilled(tmp_path_factory):
 
     # Its own Redis database: this module-wide fixture outlives single tests, and the per-test
     # fixtures flush database 15.
-    redis_url = "redis://127.0.0.1:6379/10"
+    redis_url = os.environ.get("TEST_BACKFILL_REDIS_URL", "redis://127.0.0.1:6379/10")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(POSTGRES_URL)
     with admin.begin() as conn:
