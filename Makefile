@@ -28,9 +28,10 @@ test: install services ## Run every test (unit and integration, on real PostgreS
 test-fast: install ## Run the unit tests only
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff check and ruff format --check
+lint: install ## ruff check, ruff format --check and the layering contracts (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 fmt: install ## Format the code
 	$(BIN)/ruff format .
