@@ -1552,8 +1552,13 @@ class BooksStore:
         ]
 
     def list_payments(self, org: Organization, args: Mapping[str, str]) -> dict[str, Any]:
-        """``GET /customerpayments`` (list node ``customer_payments``)."""
-        sort_column = args.get("sort_column") or "created_time"
+        """``GET /customerpayments``: list node ``customerpayments``, newest ``date`` first.
+
+        Node, default sort and report name as in a recorded live answer
+        (``shared/recordings/zoho_api/customerpayments_list.json``); the OAS's
+        ``customer_payments`` node is a defect of the spec.
+        """
+        sort_column = args.get("sort_column") or "date"
         sort_keys: dict[str, Callable[[dict[str, Any]], Any]] = {
             "customer_name": lambda p: str(p["customer_name"]).casefold(),
             "payment_number": lambda p: int(p["payment_number"]),
@@ -1588,15 +1593,16 @@ class BooksStore:
         )
         page, per_page, page_ids, more = self._page(args, ids)
         return {
-            "customer_payments": [
+            "customerpayments": [
                 {name: org.payments[i].get(name) for name in _PAYMENT_LIST_FIELDS} for i in page_ids
             ],
             "page_context": {
                 "page": page,
                 "per_page": per_page,
                 "has_more_page": more,
-                "report_name": "Customer Payments",
+                "report_name": "Payments Received",
                 "applied_filter": args.get("filter_by", "PaymentMode.All"),
+                "custom_fields": [],
                 "sort_column": sort_column,
                 "sort_order": sort_order,
             },

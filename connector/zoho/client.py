@@ -219,6 +219,14 @@ class ZohoBooksClient(BaseClient):
         base = {k: v for k, v in (params or {}).items() if v is not None}
         while not paginator.finished:
             body = self.call("GET", path, params={**base, **paginator.params()})
+            if node not in body:
+                # A missing node is a renamed node, not an empty list: the OAS's
+                # customer_payments read as "no payments" against live Zoho's customerpayments.
+                raise ServerError(
+                    f"Zoho answered GET {path} without its {node!r} list node"
+                    f" (keys: {sorted(body)})",
+                    system=self.system,
+                )
             items = body.get(node) or []
             paginator.advance(body, len(items))
             yield from items
@@ -451,9 +459,13 @@ class PaymentsService(_Service):
     """``/customerpayments``."""
 
     def iter(self, *, per_page: int = MAX_PER_PAGE, **filters: Any) -> Iterator[Record]:
-        """Every customer payment matching ``filters``."""
+        """Every customer payment matching ``filters``.
+
+        The list node is ``customerpayments``: the OAS says ``customer_payments``, but a recorded
+        live answer (``shared/recordings/zoho_api/customerpayments_list.json``) has no underscore.
+        """
         return self._client.iter_pages(
-            "/customerpayments", "customer_payments", filters, per_page=per_page
+            "/customerpayments", "customerpayments", filters, per_page=per_page
         )
 
     def get(self, payment_id: str) -> Record:

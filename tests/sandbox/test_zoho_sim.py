@@ -837,7 +837,33 @@ def test_payments_update_invoice_balance_and_status(books, clock):
     assert (reopened["status"], reopened["balance"]) == ("partially_paid", 61.5)
     assert overdue["status"] == "overdue"
     assert (settled["status"], settled["balance"]) == ("paid", 0)
-    assert len(books.ok("GET", "/customerpayments")["customer_payments"]) == 1
+    assert len(books.ok("GET", "/customerpayments")["customerpayments"]) == 1
+
+
+def test_payments_list_node_is_customerpayments_as_live_zoho_answers(books):
+    # Regression: the simulator copied the OAS's customer_payments, so client and simulator
+    # agreed with each other and not with Zoho (shared/recordings/zoho_api/customerpayments_list).
+    customer = books.ok("POST", "/contacts", 201, json={"contact_name": "Payer"})["contact"]
+    books.ok(
+        "POST",
+        "/customerpayments",
+        201,
+        json={
+            "customer_id": customer["contact_id"],
+            "payment_mode": "cash",
+            "amount": 10,
+            "date": "2025-03-10",
+            "invoices": [],
+        },
+    )
+    body = books.ok("GET", "/customerpayments")
+
+    assert "customer_payments" not in body
+    assert [p["amount"] for p in body["customerpayments"]] == [10]
+    assert (body["page_context"]["sort_column"], body["page_context"]["sort_order"]) == (
+        "date",
+        "D",
+    )
 
 
 def test_invoice_status_actions_and_delete(books):

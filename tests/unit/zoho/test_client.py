@@ -132,7 +132,7 @@ def test_every_call_but_get_organizations_carries_organization_id(rsps):
     rsps.add(
         responses.GET,
         f"{BASE}/customerpayments",
-        json={**ok, "customer_payments": [], "page_context": {"has_more_page": False}},
+        json={**ok, "customerpayments": [], "page_context": {"has_more_page": False}},
     )
     rsps.add(
         responses.GET, f"{BASE}/customerpayments/4", json={**ok, "payment": {"payment_id": "4"}}
@@ -351,3 +351,31 @@ def test_contradictory_or_missing_settings_are_refused():
         ZohoBooksClient(StaticTokens("t"), organization_id="", api_domain=API)
     with pytest.raises(ConfigError):
         ZohoBooksClient(StaticTokens("t"), organization_id="1", api_domain="")
+
+
+def test_payments_are_read_from_the_customerpayments_node(rsps):
+    # Regression (issue 13 item 2): the OAS names the node customer_payments, live Zoho answers
+    # customerpayments (shared/recordings/zoho_api/customerpayments_list.json); reading the
+    # spec's name made every payment invisible.
+    rsps.add(
+        responses.GET,
+        f"{BASE}/customerpayments",
+        json={
+            "code": 0,
+            "message": "success",
+            "customerpayments": [{"payment_id": "1", "amount": 598}, {"payment_id": "2"}],
+            "page_context": {"page": 1, "per_page": 200, "has_more_page": False},
+        },
+    )
+    assert [p["payment_id"] for p in _client().payments.iter()] == ["1", "2"]
+
+
+def test_a_list_answer_without_its_node_fails_loudly(rsps):
+    # A renamed node must not read as "no records": that is how payments went invisible.
+    rsps.add(
+        responses.GET,
+        f"{BASE}/contacts",
+        json={"code": 0, "message": "success", "items": [], "page_context": {}},
+    )
+    with pytest.raises(ServerError, match="'contacts'"):
+        list(_client().contacts.iter())
