@@ -331,6 +331,36 @@ def _duplicate(
     return IntakeResult(200, "duplicate: already received")
 
 
+def _not_synced(
+    session: Session,
+    connection: IntakeConnection,
+    source: str,
+    entity: str,
+    entity_id: str,
+    why: str,
+) -> IntakeResult:
+    """Answer an authenticated delivery we do not sync with 202, and say why in the audit trail.
+
+    Pipedrive disables a webhook after repeated non-2xx answers and Zoho gives up retrying, so
+    once a delivery has authenticated nothing about its body may cost the later events.
+    """
+    reason = f"not synced: {why}"[:500]
+    zoho = source == "zoho"
+    AuditLog(session, Trigger.WEBHOOK).record(
+        direction="zoho->pipedrive" if zoho else "pipedrive->zoho",
+        entity=(entity or "unknown")[:40],
+        action="skip",
+        outcome="skipped",
+        zoho_connection_id=connection.id if zoho else None,
+        pipedrive_connection_id=None if zoho else connection.id,
+        zoho_id=entity_id[:64] if zoho else "",
+        pipedrive_id="" if zoho else entity_id[:64],
+        reason=reason,
+    )
+    logger.info("webhook.%s.not-synced entity=%s", source, entity)
+    return IntakeResult(202, f"accepted; {reason}")
+
+
 def receive_zoho(
     session: Session,
     store: ConnectionStore,
@@ -380,9 +410,16 @@ def receive_zoho(
     try:
         event = parse_zoho_webhook(raw_body, content_type, params)
     except PayloadError as exc:
-        return IntakeResult(400, f"bad payload: {exc}")
+        return _not_synced(session, connection, "zoho", "unknown", "", f"bad payload: {exc}")
     if event.organization_id and str(event.organization_id) != connection.external_id:
-        return IntakeResult(400, "bad payload: organization_id does not match this connection")
+        return _not_synced(
+            session,
+            connection,
+            "zoho",
+            event.entity or "unknown",
+            event.entity_id or "",
+            "organization_id does not match this connection",
+        )
     synced = SYNCED_ZOHO_ENTITIES | (VENDOR_ENTITIES if sync_vendor_bills else frozenset())
     if not event.entity_id or event.entity not in synced:
         # Bills, purchase orders, vendor payments and anything new: accepted, stored, recorded.
@@ -496,13 +533,22 @@ def receive_pipedrive(
     try:
         event = parse_pipedrive_webhook(raw_body)
     except PayloadError as exc:
-        return IntakeResult(400, f"bad payload: {exc}")
+        return _not_synced(session, connection, "pipedrive", "unknown", "", f"bad payload: {exc}")
+    entity_id = str(event.entity_id or "")
     company_id = str(connection.options.get("company_id") or "")
     if company_id and event.company_id and str(event.company_id) != company_id:
-        return IntakeResult(400, "bad payload: company_id does not match this connection")
+        return _not_synced(
+            session,
+            connection,
+            "pipedrive",
+            event.entity,
+            entity_id,
+            "company_id does not match this connection",
+        )
     if event.entity not in {"organization", "person", "deal"}:
-        logger.info("webhook.pipedrive.ignored entity=%s", event.entity)
-        return IntakeResult(202, f"accepted: {event.entity} events are not synced")
+        return _not_synced(
+            session, connection, "pipedrive", event.entity, entity_id, f"{event.entity} events"
+        )
     pressure = backpressure(session, connection) if backpressure else None
     stored = _store_event(
         session,

@@ -21,10 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from marshmallow import ValidationError as SchemaError
-
 from connector.errors import InvalidSignatureError, PayloadError
-from connector.pipedrive.schemas import WebhookV1Schema, WebhookV2Schema
 from connector.settings import Secret
 
 __all__ = [
@@ -116,116 +113,168 @@ def _body_hash(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+MAX_DEPTH = 64
+"""Deeper documents are refused: no Pipedrive record nests like that, and storing or copying one
+would recurse without bound."""
+
+
+def _nan_as_none(_: str) -> None:
+    # NaN and Infinity are not JSON; a field we never read must not cost the event.
+    return None
+
+
+def _too_deep(document: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``document`` nests deeper than ``limit`` (iterative: no recursion on input)."""
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value)
+    return False
+
+
+def _text(value: Any) -> str | None:
+    """An id or name as text: strings and integers are both seen in real deliveries."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def _count(value: Any, default: int) -> int:
+    """A small counter (attempt, retry) given as a number or numeric string; else ``default``."""
+    text = _text(value)
+    if text is None or not text.isdecimal() or len(text) > 6:
+        return default
+    return int(text)
+
+
+def _load(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body, parse_constant=_nan_as_none)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise PayloadError("webhook body is not JSON") from exc
+    if not isinstance(document, dict):
+        raise PayloadError("webhook body is not a JSON object")
+    if _too_deep(document):
+        raise PayloadError(f"webhook body nests deeper than {MAX_DEPTH} levels")
+    if not isinstance(document.get("meta"), dict):
+        raise PayloadError("webhook body has no meta object")
+    return document
 
 
 def parse_pipedrive_webhook(body: bytes) -> PipedriveWebhookEvent:
-    """Parse a webhook body (v2 or v1).
+    """Parse a webhook body (v2 or v1), reading only the fields the connector uses.
+
+    Everything else is kept as received (in ``data``/``previous``) and not validated: real
+    deliveries send ``meta.timestamp`` and ids as numbers or strings, and a field we never read
+    must not make Pipedrive count a failed delivery.
 
     Raises:
-        PayloadError: not JSON, not an object, or not a Pipedrive webhook payload.
+        PayloadError: not a JSON object with ``meta``, or a used field is missing or unusable.
     """
-    try:
-        document = json.loads(body, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise PayloadError("webhook body is not JSON") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("meta"), dict):
-        raise PayloadError("webhook body has no meta object")
+    document = _load(body)
     meta = document["meta"]
     is_v1 = document.get("v") == 1 or meta.get("v") == 1 or "object" in meta
-    try:
-        if is_v1:
-            event = _parse_v1(WebhookV1Schema().load(document), body)
-        else:
-            event = _parse_v2(WebhookV2Schema().load(document), body)
-    except SchemaError as exc:
-        problems = ", ".join(sorted(_flatten(exc.messages)))
-        raise PayloadError(f"webhook payload invalid: {problems}") from exc
+    event = _parse_v1(document, body) if is_v1 else _parse_v2(document, body)
     if len(event.entity_id) > 64 or not event.entity_id.isprintable():
         raise PayloadError("webhook payload invalid: meta.entity_id")
+    if len(event.entity) > 40 or not event.entity.isprintable():
+        raise PayloadError("webhook payload invalid: meta.entity")
     return event
 
 
-def _flatten(messages: Any, prefix: str = "") -> list[str]:
-    if isinstance(messages, dict):
-        out: list[str] = []
-        for key, value in messages.items():
-            out.extend(_flatten(value, f"{prefix}{key}."))
-        return out
-    return [prefix.rstrip(".")]
+def _required(meta: dict[str, Any], key: str) -> str:
+    value = _text(meta.get(key))
+    if value is None:
+        raise PayloadError(f"webhook payload invalid: meta.{key}")
+    return value
 
 
-def _parse_v2(loaded: dict[str, Any], body: bytes) -> PipedriveWebhookEvent:
-    meta = loaded["meta"]
-    action = meta["action"]
+def _parse_v2(document: dict[str, Any], body: bytes) -> PipedriveWebhookEvent:
+    meta = document["meta"]
+    action = _required(meta, "action")
     if action not in _V2_ACTIONS:
-        raise PayloadError(f"unknown webhook action {action!r}")
-    data = _record(loaded.get("data"))
-    previous = _record(loaded.get("previous"))
-    merged_from = meta.get("merged_from_id")
+        raise PayloadError(f"unknown webhook action {action[:40]!r}")
+    data = _record(document.get("data"))
+    previous = _record(document.get("previous"))
+    source = data if data is not None else previous
+    entity_id = _text(meta.get("entity_id")) or _text((source or {}).get("id"))
+    if entity_id is None:
+        raise PayloadError("webhook payload invalid: meta.entity_id")
+    merged_from = _text(meta.get("merged_from_id"))
     if action == "change" and merged_from:
         action = "merge"
-    source = data if data is not None else previous
+    event_id = _text(meta.get("id"))
     return PipedriveWebhookEvent(
         version="2.0",
         action=action,
-        entity=meta["entity"],
-        entity_id=meta["entity_id"],
+        entity=_required(meta, "entity"),
+        entity_id=entity_id,
         update_time=_parse_time((source or {}).get("update_time")),
-        change_source=meta.get("change_source"),
-        user_id=meta.get("user_id"),
-        company_id=meta.get("company_id"),
-        webhook_id=meta.get("webhook_id"),
-        merged_to_id=meta.get("merged_to_id"),
+        change_source=_text(meta.get("change_source")),
+        user_id=_text(meta.get("user_id")),
+        company_id=_text(meta.get("company_id")),
+        webhook_id=_text(meta.get("webhook_id")),
+        merged_to_id=_text(meta.get("merged_to_id")),
         merged_from_id=merged_from,
-        dedupe_key=f"v2:{meta['id']}" if meta.get("id") else _body_hash(body),
+        dedupe_key=f"v2:{event_id}" if event_id else _body_hash(body),
         data=data,
         previous=previous,
-        host=meta.get("host"),
-        attempt=meta.get("attempt") or 1,
+        host=_text(meta.get("host")),
+        attempt=_count(meta.get("attempt"), 1),
     )
 
 
-def _parse_v1(loaded: dict[str, Any], body: bytes) -> PipedriveWebhookEvent:
-    meta = loaded["meta"]
-    action = _V1_ACTIONS.get(meta["action"])
+def _parse_v1(document: dict[str, Any], body: bytes) -> PipedriveWebhookEvent:
+    meta = document["meta"]
+    raw_action = _required(meta, "action")
+    action = _V1_ACTIONS.get(raw_action)
     if action is None:
-        raise PayloadError(f"unknown webhook action {meta['action']!r}")
-    current = _record(loaded.get("current"))
-    previous = _record(loaded.get("previous"))
+        raise PayloadError(f"unknown webhook action {raw_action[:40]!r}")
+    entity = _required(meta, "object")
+    current = _record(document.get("current"))
+    previous = _record(document.get("previous"))
     source = current if current is not None else previous
-    entity_id = meta.get("id") or (str(source["id"]) if source and source.get("id") else None)
+    entity_id = _text(meta.get("id")) or _text((source or {}).get("id"))
     if not entity_id:
         raise PayloadError("webhook payload invalid: meta.id")
     merged_from = None
-    previous_id = previous.get("id") if previous else None
-    if action == "merge" and previous_id is not None and str(previous_id) != entity_id:
-        merged_from = str(previous_id)
-    micro = meta.get("timestamp_micro")
+    previous_id = _text(previous.get("id")) if previous else None
+    if action == "merge" and previous_id is not None and previous_id != entity_id:
+        merged_from = previous_id
+    micro = _text(meta.get("timestamp_micro"))
     dedupe = (
-        f"v1:{meta['action']}.{meta['object']}:{entity_id}:{micro}"
-        if micro is not None
+        f"v1:{raw_action}.{entity}:{entity_id}:{micro}"
+        if micro is not None and micro.isdecimal()
         else _body_hash(body)
     )
-    retry = loaded.get("retry")
     return PipedriveWebhookEvent(
         version="1.0",
         action=action,
-        entity=meta["object"],
+        entity=entity,
         entity_id=entity_id,
         update_time=_parse_time((source or {}).get("update_time")),
-        change_source=meta.get("change_source"),
-        user_id=meta.get("user_id"),
-        company_id=meta.get("company_id"),
-        webhook_id=meta.get("webhook_id"),
-        merged_to_id=meta.get("merged_to_id"),
+        change_source=_text(meta.get("change_source")),
+        user_id=_text(meta.get("user_id")),
+        company_id=_text(meta.get("company_id")),
+        webhook_id=_text(meta.get("webhook_id")),
+        merged_to_id=_text(meta.get("merged_to_id")),
         merged_from_id=merged_from,
         dedupe_key=dedupe,
         data=current,
         previous=previous,
-        host=meta.get("host"),
-        attempt=(retry or 0) + 1,
+        host=_text(meta.get("host")),
+        attempt=_count(document.get("retry"), 0) + 1,
     )
 
 

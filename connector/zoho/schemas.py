@@ -385,6 +385,33 @@ def _entity(name: Any) -> str:
     return _ENTITY_ALIASES[key]
 
 
+FORM_JSON_FIELDS = ("JSONString", "payload")
+"""Form fields that carry the JSON document in a form-encoded delivery (reference §7: Zoho's
+``JSONString`` style; ``payload`` is the other name seen in the wild)."""
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text, parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def form_document(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """The document a form-encoded delivery carries: its JSON field merged over the other pairs."""
+    form = dict(pairs)
+    names = [name for name in form if name.lower() in {f.lower() for f in FORM_JSON_FIELDS}]
+    # Then any other field holding a JSON object, for webhooks configured with their own name.
+    names += [name for name, value in form.items() if value.lstrip().startswith("{")]
+    for name in names:
+        inner = _json_object(form[name])
+        if inner is not None:
+            rest = {k: v for k, v in form.items() if k != name}
+            return {**rest, **inner}
+    return form
+
+
 def _document(body: bytes, content_type: str) -> dict[str, Any]:
     if not body.strip():
         raise PayloadError("the webhook body is empty")
@@ -394,20 +421,9 @@ def _document(body: bytes, content_type: str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise PayloadError("the webhook body is not UTF-8") from exc
     if mime == "application/x-www-form-urlencoded":
-        form = dict(parse_qsl(text, keep_blank_values=True))
-        # A form may wrap the JSON in one field (Zoho's old JSONString style).
-        for name, value in form.items():
-            if value.lstrip().startswith("{"):
-                try:
-                    inner = json.loads(value)
-                except (ValueError, RecursionError):
-                    continue
-                if isinstance(inner, dict):
-                    rest = {k: v for k, v in form.items() if k != name}
-                    return {**rest, **inner}
-        return dict(form)
+        return form_document(parse_qsl(text, keep_blank_values=True))
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=lambda _: None)
     except (ValueError, RecursionError) as exc:
         raise PayloadError(
             f"the webhook body is not JSON (content type {mime or 'missing'!r})"
@@ -415,6 +431,35 @@ def _document(body: bytes, content_type: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise PayloadError("the webhook body must be a JSON object")
     return document
+
+
+def _id(value: Any) -> str | None:
+    """An id as Zoho sends it, a string or a number; ``None`` when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def _time(value: Any) -> dt.datetime | None:
+    """``last_modified_time`` when it is a usable Zoho timestamp, else ``None``.
+
+    A bad timestamp does not cost the event: the worker re-reads the record anyway; without a
+    timestamp the event just dedupes on its body and skips the staleness check.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = parse_zoho_time(value)
+        parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return None
+    return parsed
 
 
 def _event_kind(raw: Any, entity: str) -> str:
@@ -456,23 +501,20 @@ def parse_zoho_webhook(
     """
     document = _document(body, content_type)
     raw_event = next(
-        (source[key] for source in (document, query) for key in _EVENT_KEYS if source.get(key)),
+        (
+            source[key]
+            for source in (document, query)
+            for key in _EVENT_KEYS
+            if isinstance(source.get(key), str) and source.get(key)
+        ),
         None,
     )
-    organization_id = document.get("organization_id") or query.get("organization_id")
+    organization_id = _id(document.get("organization_id")) or _id(query.get("organization_id"))
     record: dict[str, Any] = {}
-    modified: dt.datetime | None = None
     if "entity" in document or "entity_id" in document:
         entity = _entity(document.get("entity"))
-        entity_id = document.get("entity_id")
-        raw_modified = document.get("last_modified_time")
-        if raw_modified:
-            try:
-                modified = parse_zoho_time(str(raw_modified))
-            except ValueError as exc:
-                raise PayloadError(
-                    f"last_modified_time is not a Zoho timestamp: {str(raw_modified)[:40]!r}"
-                ) from exc
+        raw_id = document.get("entity_id")
+        modified = _time(document.get("last_modified_time"))
     else:
         candidates = [
             (key, value)
@@ -486,17 +528,19 @@ def parse_zoho_webhook(
             )
         key, raw_record = candidates[0]
         entity = _entity(key)
-        entity_id = raw_record.get(_ID_KEYS[entity])
-        if entity_id in (None, ""):
+        raw_id = raw_record.get(_ID_KEYS[entity])
+        if raw_id in (None, ""):
             raise PayloadError(f"the {entity} in the webhook has no {_ID_KEYS[entity]}")
-        schema = _SCHEMAS.get(entity)
-        record = load_record(schema, raw_record) if schema is not None else {}
-        modified = record.get("last_modified_time")
-        organization_id = organization_id or raw_record.get("organization_id")
-    if isinstance(entity_id, bool) or not isinstance(entity_id, str | int):
+        # Only what the receiver uses is read (id, timestamp, organization; the intake reads
+        # invoice and vendor ids); the rest is kept as received, never validated: a field we
+        # never read must not cost the event.
+        record = dict(raw_record)
+        modified = _time(raw_record.get("last_modified_time"))
+        organization_id = organization_id or _id(raw_record.get("organization_id"))
+    entity_id = _id(raw_id)
+    if entity_id is None:
         raise PayloadError("entity_id is missing or not a string")
-    entity_id = str(entity_id).strip()
-    if not entity_id or len(entity_id) > _MAX_ID or not entity_id.isprintable():
+    if len(entity_id) > _MAX_ID or not entity_id.isprintable():
         raise PayloadError("entity_id is empty, too long or not printable")
     event_kind = _event_kind(raw_event, entity)
     if len(event_kind) > 60 or not event_kind.isprintable():
@@ -506,7 +550,7 @@ def parse_zoho_webhook(
         entity_id=entity_id,
         event_kind=event_kind,
         last_modified_time=modified,
-        organization_id=str(organization_id) if organization_id else None,
+        organization_id=organization_id,
         dedupe_key=_dedupe_key(entity, entity_id, event_kind, modified, body),
         record=record,
     )

@@ -116,7 +116,9 @@ def test_payload_too_large_is_413(env):
     assert queued == []
 
 
-def test_signed_garbage_is_400_with_a_message(env):
+def test_signed_garbage_is_accepted_with_the_reason_audited(env):
+    # Authenticated deliveries are never refused: Zoho stops retrying and Pipedrive disables
+    # webhooks that answer 4xx, so the reason goes to the audit trail instead.
     w, client, queued, secret, _ = env
     raw = b"this is not json"
     signature = sign_zoho_webhook(secret, params={}, raw_body=raw)
@@ -126,10 +128,13 @@ def test_signed_garbage_is_400_with_a_message(env):
         content_type="application/json",
         headers={"X-Zoho-Webhook-Signature": signature},
     )
-    assert answer.status_code == 400
+    assert answer.status_code == 202
     assert "bad payload" in answer.get_json()["message"]
     assert _events(w) == []
     assert queued == []
+    with w.context.session() as session:
+        reasons = [r.reason for r in session.scalars(sa.select(AuditEntry))]
+    assert any(r.startswith("not synced: bad payload") for r in reasons)
 
 
 def test_duplicate_delivery_is_acknowledged_not_queued_and_audited(env):
@@ -277,15 +282,18 @@ def test_health_and_readiness(env):
     assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok", "broker": "ok"}
 
 
-def test_pipedrive_event_from_another_company_is_400(env):
+def test_pipedrive_event_from_another_company_is_accepted_not_queued(env):
     w, client, queued, _, basic = env
     body = _pd_body(w)
     body["meta"]["company_id"] = "999999"
     auth = {"Authorization": _basic(basic["username"], basic["password"])}
     answer = client.post("/webhooks/pipedrive/pipedrive", json=body, headers=auth)
-    assert answer.status_code == 400
+    assert answer.status_code == 202
     assert "company_id" in answer.get_json()["message"]
     assert queued == []
+    with w.context.session() as session:
+        reasons = [r.reason for r in session.scalars(sa.select(AuditEntry))]
+    assert any("company_id does not match" in r for r in reasons)
 
 
 def test_relay_signature_is_required_once_configured(env):

@@ -120,14 +120,21 @@ def test_delete_and_update_with_the_same_timestamp_do_not_collide():
         (b'{"entity": "deal", "entity_id": "1"}', "application/json", "unknown Zoho entity"),
         (b'{"entity": "invoice", "entity_id": ""}', "application/json", "entity_id"),
         (b'{"entity": "invoice", "entity_id": {"a": 1}}', "application/json", "entity_id"),
-        (
-            b'{"invoice": {"invoice_id": "1", "last_modified_time": "yesterday"}}',
-            "application/json",
-            "timestamp",
-        ),
         (b"\xff\xfe", "application/json", "UTF-8"),
     ],
 )
 def test_garbage_is_a_payload_error_with_a_clear_message(body, content_type, message):
     with pytest.raises(PayloadError, match=message):
         parse_zoho_webhook(body, content_type, {})
+
+
+def test_an_unreadable_timestamp_is_dropped_and_the_body_hash_dedupes_instead():
+    # The timestamp only orders deliveries; refusing the event for it would lose the change.
+    event = parse_zoho_webhook(
+        b'{"invoice": {"invoice_id": "1", "last_modified_time": "yesterday"}}',
+        "application/json",
+        {},
+    )
+    assert event.entity_id == "1"
+    assert event.last_modified_time is None
+    assert event.dedupe_key.startswith("invoice:1:changed:sha256-")

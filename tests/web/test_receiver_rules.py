@@ -1,0 +1,359 @@
+"""The receiver's rules after authentication (issues 13 and 14).
+
+* Once a delivery authenticates it is answered 2xx, whatever its body: Pipedrive disables a
+  webhook after repeated failures, and Zoho gives up on it. What is not synced, and why, goes to
+  the audit trail. Only authentication failures get 401 and only oversize bodies 413 (and Zoho
+  the 429 of backpressure).
+* Zoho webhooks carry their event in the URL (``?event=invoice.deleted``), which is signed.
+* A database that is down: 503, not 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy as sa
+
+from connector.context import AppContext
+from connector.models import AuditEntry, WebhookEvent
+from connector.settings import Settings
+from connector.zoho.webhooks import sign_zoho_webhook
+from tests.harness import invoice, make_settings, world
+from web import create_app
+
+RECORDINGS = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "recordings"
+
+
+@pytest.fixture
+def env(tmp_path, redis_url):
+    with world(f"sqlite:///{tmp_path / 'c.db'}", redis_url) as w:
+        queued: list[tuple[str, list[Any], str]] = []
+        app = create_app(
+            {
+                "TESTING": True,
+                "CONNECTOR_CONTEXT": w.context,
+                "CONNECTOR_ENQUEUE": lambda task, args, queue: queued.append((task, args, queue)),
+            }
+        )
+        with w.context.session() as session:
+            store = w.context.store(session)
+            zoho_secret = str(store.webhook_secret(store.get("zoho-us"))["secret"])
+            basic = store.webhook_secret(store.get("pipedrive"))
+        yield w, app.test_client(), queued, zoho_secret, basic
+
+
+def _events(w) -> list[WebhookEvent]:
+    with w.context.session() as session:
+        return list(session.scalars(sa.select(WebhookEvent).order_by(WebhookEvent.id)))
+
+
+def _audits(w) -> list[AuditEntry]:
+    with w.context.session() as session:
+        return list(session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)))
+
+
+def _auth(basic) -> dict[str, str]:
+    raw = f"{basic['username']}:{basic['password']}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def _pd_post(client, basic, raw: bytes, content_type="application/json"):
+    return client.post(
+        "/webhooks/pipedrive/pipedrive", data=raw, content_type=content_type, headers=_auth(basic)
+    )
+
+
+def _zoho_post(client, secret, raw: bytes, *, query: list[tuple[str, str]] | None = None):
+    query = query or []
+    signature = sign_zoho_webhook(secret, params=query, raw_body=raw)
+    return client.post(
+        "/webhooks/zoho/zoho-us?" + urlencode(query),
+        data=raw,
+        content_type="application/json",
+        headers={"X-Zoho-Webhook-Signature": signature},
+    )
+
+
+# Pipedrive: 2xx after authentication ---------------------------------------------------------
+
+
+def _pd_org_body(w, **meta: Any) -> dict[str, Any]:
+    company_id = w.connection("pipedrive").options["company_id"]
+    return {
+        "data": {"id": 5, "name": "Acme", "update_time": "2026-03-02T10:00:00Z"},
+        "previous": {"name": "Old"},
+        "meta": {
+            "action": "change",
+            "entity": "organization",
+            "entity_id": "5",
+            "id": "ea17c64f-ec7e-4e47-a321-5d84b7735fef",
+            "company_id": str(company_id),
+            "timestamp": "2026-03-02T10:00:00.000Z",
+            "version": "2.0",
+            **meta,
+        },
+    }
+
+
+def test_pipedrive_numeric_timestamp_and_ids_in_meta_are_accepted_and_queued(env):
+    w, client, queued, _, basic = env
+    company_id = int(w.connection("pipedrive").options["company_id"])
+    body = _pd_org_body(
+        w, timestamp=1669304542, entity_id=5, company_id=company_id, user_id=7, webhook_id=12
+    )
+    answer = _pd_post(client, basic, json.dumps(body).encode())
+    assert answer.status_code == 202, answer.get_json()
+    (event,) = _events(w)
+    assert (event.entity, event.entity_id, event.status) == ("organization", "5", "queued")
+    assert len(queued) == 1
+
+
+def test_recorded_delivery_with_an_integer_timestamp_is_accepted_and_audited(env):
+    path = RECORDINGS / "pipedrive_webhooks" / "v2_user_change_int_timestamp.json"
+    if not path.exists():
+        pytest.skip(f"recording {path} is absent (../shared/recordings is not checked out)")
+    w, client, queued, _, basic = env
+    answer = _pd_post(client, basic, path.read_bytes())
+    assert answer.status_code == 202, answer.get_json()
+    assert queued == []
+    (row,) = _audits(w)
+    assert row.entity == "user"
+    assert "not synced" in row.reason
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"",
+        b"[" * 50_000,
+        b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+        b"\x00\x00\x00",
+        b'{"meta": {"action": "change", "entity": "organization", "id": "x",'
+        b' "entity_id": "5\\u0000"}}',
+        b"\xff\xfe{\xc3",
+        b"[1, 2]",
+        b'{"meta": "no"}',
+        b'{"meta": {"action": "explode", "entity": "organization", "id": "y", "entity_id": "5"}}',
+    ],
+    ids=[
+        "not-json",
+        "empty",
+        "deep-list",
+        "deep-object",
+        "nul-bytes",
+        "nul-in-entity-id",
+        "invalid-utf8",
+        "not-an-object",
+        "meta-not-an-object",
+        "unknown-action",
+    ],
+)
+def test_authenticated_pipedrive_garbage_is_202_with_an_audited_reason(env, raw):
+    w, client, queued, _, basic = env
+    answer = _pd_post(client, basic, raw)
+    assert answer.status_code == 202, answer.get_json()
+    assert queued == []
+    (row,) = _audits(w)
+    assert row.outcome == "skipped"
+    assert row.reason.startswith("not synced: ")
+
+
+def test_pipedrive_unsynced_entity_is_202_and_audited(env):
+    w, client, queued, _, basic = env
+    body = _pd_org_body(w, entity="activity")
+    answer = _pd_post(client, basic, json.dumps(body).encode())
+    assert answer.status_code == 202
+    assert queued == []
+    (row,) = _audits(w)
+    assert (row.entity, row.outcome) == ("activity", "skipped")
+    assert "activity" in row.reason
+    assert "not synced" in row.reason
+
+
+def test_pipedrive_event_from_another_company_is_202_and_audited(env):
+    w, client, queued, _, basic = env
+    body = _pd_org_body(w, company_id="999999")
+    answer = _pd_post(client, basic, json.dumps(body).encode())
+    assert answer.status_code == 202
+    assert queued == []
+    (row,) = _audits(w)
+    assert "company_id" in row.reason
+
+
+def test_unauthenticated_pipedrive_garbage_is_still_401(env):
+    w, client, _queued, _, _ = env
+    answer = client.post("/webhooks/pipedrive/pipedrive", data=b"[" * 500)
+    assert answer.status_code == 401
+    assert _audits(w) == []
+    assert _events(w) == []
+
+
+# Zoho: validate only what is used --------------------------------------------------------------
+
+
+def test_zoho_contact_with_an_unused_field_of_another_type_is_accepted(env):
+    w, client, queued, secret, _ = env
+    contact = {
+        "contact_id": 460000000026049,  # a number
+        "last_modified_time": "2026-03-02T10:00:00+0000",
+        "contact_name": "Bowman and Co",
+        "payment_terms": "Net 15",  # a string where the API schema has a number
+        "notes": 12345,  # a number where the API schema has a string
+        "billing_address": {"zip": 94588, "city": None},
+        "contact_persons": "none",
+        "custom_fields": [{"index": "one", "value": {"nested": True}}],
+    }
+    answer = _zoho_post(client, secret, json.dumps({"contact": contact}).encode())
+    assert answer.status_code == 202, answer.get_json()
+    (event,) = _events(w)
+    assert (event.entity, event.entity_id, event.status) == ("contact", "460000000026049", "queued")
+    assert len(queued) == 1
+
+
+def test_zoho_payment_invoice_ids_may_be_numbers(env):
+    w, client, _queued, secret, _ = env
+    payment = {
+        "payment_id": 77,
+        "amount": "10.50",
+        "invoices": [{"invoice_id": 9001, "amount_applied": "x"}, "junk", {"invoice_id": None}],
+    }
+    answer = _zoho_post(client, secret, json.dumps({"customerpayment": payment}).encode())
+    assert answer.status_code == 202, answer.get_json()
+    (event,) = _events(w)
+    assert event.payload["invoice_ids"] == ["9001"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"this is not json",
+        b"",
+        b"[" * 50_000,
+        b'{"hello": "world"}',
+        b'{"invoice": {"total": 1}}',
+        b'{"invoice": {"invoice_id": "1\\u0000"}}',
+        b"\xff\xfe",
+    ],
+    ids=["not-json", "empty", "deep", "no-entity", "no-id", "nul-in-id", "invalid-utf8"],
+)
+def test_authenticated_zoho_garbage_is_202_with_an_audited_reason(env, raw):
+    w, client, queued, secret, _ = env
+    answer = _zoho_post(client, secret, raw)
+    assert answer.status_code == 202, answer.get_json()
+    assert queued == []
+    (row,) = _audits(w)
+    assert row.outcome == "skipped"
+    assert row.reason.startswith("not synced: ")
+
+
+def test_zoho_event_from_another_organization_is_202_and_audited(env):
+    w, client, queued, secret, _ = env
+    body = {"invoice": {"invoice_id": "5", "organization_id": "424242"}}
+    answer = _zoho_post(client, secret, json.dumps(body).encode())
+    assert answer.status_code == 202
+    assert queued == []
+    (row,) = _audits(w)
+    assert "organization_id" in row.reason
+
+
+def test_unauthenticated_zoho_garbage_is_still_401(env):
+    w, client, _queued, _, _ = env
+    answer = client.post("/webhooks/zoho/zoho-us", data=b"[" * 500)
+    assert answer.status_code == 401
+    assert _audits(w) == []
+    assert _events(w) == []
+
+
+# Zoho: the event in the URL ----------------------------------------------------------------------
+
+
+def test_zoho_delete_with_the_edit_timestamp_is_stored_and_processed_as_a_delete(env):
+    from connector.models import InvoiceLink
+    from connector.sync import service
+    from tests.harness import contact as contact_record
+
+    w, client, queued, secret, _ = env
+    org = w.zoho_orgs["us"]
+    (customer,) = w.zoho.bulk_create(org, "contacts", [contact_record("Deleting Co")])
+    (invoice_id,) = w.zoho.bulk_create(org, "invoices", [invoice(customer, 40)])
+    record = w.zoho.get_record(org, "invoices", invoice_id)
+    body = json.dumps({"invoice": record}).encode()
+    edited = _zoho_post(client, secret, body, query=[("event", "invoice.updated")])
+    assert edited.status_code == 202, edited.get_json()
+    service.process_webhook_event(w.context, queued[-1][1][0])
+    w.zoho.delete_record(org, "invoices", invoice_id)
+    deleted = _zoho_post(client, secret, body, query=[("event", "invoice.deleted")])
+    assert deleted.status_code == 202, deleted.get_json()
+    kinds = [e.event_kind for e in _events(w)]
+    assert kinds == ["invoice.updated", "invoice.deleted"]
+    assert service.process_webhook_event(w.context, queued[-1][1][0]) == "ok"
+    with w.context.session() as session:
+        (link,) = session.scalars(sa.select(InvoiceLink)).all()
+        reasons = [r.reason for r in session.scalars(sa.select(AuditEntry))]
+    assert link.status == "deleted"
+    assert "invoice deleted in Zoho Books; removed from its deal's sums" in reasons
+
+
+def test_zoho_event_query_is_signed(env):
+    _w, client, _queued, secret, _ = env
+    raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
+    signature = sign_zoho_webhook(secret, params={"event": "invoice.updated"}, raw_body=raw)
+    answer = client.post(
+        "/webhooks/zoho/zoho-us?event=invoice.deleted",
+        data=raw,
+        content_type="application/json",
+        headers={"X-Zoho-Webhook-Signature": signature},
+    )
+    assert answer.status_code == 401
+
+
+# Zoho: form-encoded bodies --------------------------------------------------------------------
+
+
+def test_form_encoded_zoho_webhook_with_a_wrong_signature_is_401(env):
+    w, client, _queued, _secret, _ = env
+    form = {"JSONString": json.dumps({"invoice": {"invoice_id": "1"}})}
+    signature = sign_zoho_webhook("another-secret-123", params=form, raw_body=b"")
+    answer = client.post(
+        "/webhooks/zoho/zoho-us",
+        data=urlencode(form),
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Zoho-Webhook-Signature": signature},
+    )
+    assert answer.status_code == 401
+    assert _events(w) == []
+
+
+# 503 instead of 500 ----------------------------------------------------------------------------
+
+
+def _app_over(settings: Settings):
+    context = AppContext(settings=settings)
+    return context, create_app(
+        {"TESTING": True, "CONNECTOR_CONTEXT": context, "CONNECTOR_ENQUEUE": lambda *a: None}
+    )
+
+
+def test_database_down_is_503_for_webhooks_and_readyz(redis_url):
+    context, app = _app_over(
+        make_settings("postgresql+psycopg2://postgres@127.0.0.1:1/test", redis_url)
+    )
+    try:
+        client = app.test_client()
+        zoho = client.post("/webhooks/zoho/zoho-us", data=b"{}", content_type="application/json")
+        assert zoho.status_code == 503
+        assert "Retry-After" in zoho.headers
+        pipedrive = client.post("/webhooks/pipedrive/pipedrive", data=b"{}")
+        assert pipedrive.status_code == 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.get_json()["checks"]["database"].startswith("error")
+        assert client.get("/healthz").status_code == 200
+    finally:
+        context.close()
