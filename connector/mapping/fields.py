@@ -346,12 +346,11 @@ def finish_pipedrive(record: dict[str, Any], entity: Entity) -> dict[str, Any]:
             address = {}
         record["address"] = address or None
     if entity == "person" and ("first_name" in record or "last_name" in record):
+        # Pipedrive v2 person writes take "name" only (first/last exist in responses alone).
         first, last = record.pop("first_name", None), record.pop("last_name", None)
-        if not is_empty(first) and not is_empty(last):
-            # Pipedrive wants "name" or BOTH first and last name.
-            record["first_name"], record["last_name"] = first, last
-        elif not is_empty(first) or not is_empty(last):
-            record["name"] = first if not is_empty(first) else last
+        name = " ".join(str(part).strip() for part in (first, last) if not is_empty(part))
+        if name:
+            record["name"] = name
     return record
 
 

@@ -441,11 +441,11 @@ _ALLOWED_KEYS: dict[str, frozenset[str]] = {
             "custom_fields",
         }
     ),
+    # The v2 person write schema (PersonRequestBody) has "name" and no first/last name; the
+    # response still carries first_name/last_name, derived from the name.
     "person": frozenset(
         {
             "name",
-            "first_name",
-            "last_name",
             "owner_id",
             "org_id",
             "add_time",
@@ -849,12 +849,8 @@ class CompanyData:
             raise bad_request('Validation failed: "name" is required')
         if entity == "deal" and not clean.get("title"):
             raise bad_request('Validation failed: "title" is required')
-        if entity == "person" and not (
-            clean.get("name") or (clean.get("first_name") and clean.get("last_name"))
-        ):
-            raise bad_request(
-                'Validation failed: "name" (or "first_name" and "last_name") is required'
-            )
+        if entity == "person" and not clean.get("name"):
+            raise bad_request('Validation failed: "name" is required')
 
     def _check_org_key(self, key: str, value: Any) -> Any:
         if key == "name":

@@ -253,7 +253,8 @@ def test_person_changed_in_pipedrive_is_read_again_and_newest_wins(w):
     _rename_person(w, org, cid, "Patricia")  # Zoho, at T
     (person,) = w.pd_records("persons")
     w.clock.advance(60)
-    w.pipedrive.app_update(COMPANY, "persons", person["id"], {"first_name": "Pat"})  # later
+    renamed = f"Pat {person['last_name']}"
+    w.pipedrive.app_update(COMPANY, "persons", person["id"], {"name": renamed})  # later
     person = w.pipedrive.get_record(COMPANY, "persons", person["id"])
     _person_event(w, person)
     assert _link(w, "contact_person").pipedrive_snapshot is None

@@ -157,9 +157,9 @@ class TestZohoToPipedrive:
             config=SyncConfig(),
             field_keys=PERSON_KEYS,
         )
+        # Pipedrive v2 person writes take "name" only (PersonRequestBody has no first/last name).
         assert body == {
-            "first_name": "Will",
-            "last_name": "Smith",
+            "name": "Will Smith",
             "emails": [
                 {"value": "willsmith@bowmanfurniture.com", "primary": True, "label": "work"}
             ],
@@ -214,8 +214,9 @@ class TestZohoToPipedrive:
     def test_individual_uses_the_primary_contact_person(self):
         contact = zoho_contact(customer_sub_type="individual", contact_name="Will Smith")
         body = individual_to_person(contact, SyncConfig(), PERSON_KEYS)
-        assert body["first_name"] == "Will"
-        assert body["last_name"] == "Smith"
+        assert body["name"] == "Will Smith"
+        assert "first_name" not in body
+        assert "last_name" not in body
         assert body["emails"][0]["value"] == "willsmith@bowmanfurniture.com"
         assert body["custom_fields"] == {PERSON_KEYS["Zoho Contact ID"]: "460000000026049"}
         assert "org_id" not in body
@@ -230,7 +231,7 @@ class TestZohoToPipedrive:
             contact_persons=[], first_name="Jane", last_name="Roe", email="jane@roe.example"
         )
         body = individual_to_person(contact, SyncConfig(), PERSON_KEYS)
-        assert (body["first_name"], body["last_name"]) == ("Jane", "Roe")
+        assert body["name"] == "Jane Roe"
         assert body["emails"][0]["value"] == "jane@roe.example"
 
     def test_individual_reads_contact_custom_fields(self):

@@ -586,7 +586,7 @@ class TestPlanUpdate:
             ]
         }
 
-    def test_person_name_change_sends_both_names(self):
+    def test_person_name_change_sends_the_joined_name(self):
         desired = {"first_name": "William", "last_name": "Smith"}
         plan = self.plan(
             pipedrive_person(),
@@ -596,7 +596,7 @@ class TestPlanUpdate:
             config=SyncConfig(),
             field_keys=PERSON_KEYS,
         )
-        assert plan.payload == {"first_name": "William", "last_name": "Smith"}
+        assert plan.payload == {"name": "William Smith"}
 
     def test_person_with_single_name_is_sent_as_name(self):
         current = {"id": 1, "name": "Cher", "first_name": "Cher", "last_name": None}
