@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from connector.crypto import SecretBox
-from connector.errors import ConfigError
+from connector.errors import ConfigError, ReplacementNeededError
 from connector.models import (
     Connection,
     InvoiceLink,
@@ -26,7 +27,7 @@ from connector.models import (
     utcnow,
 )
 
-__all__ = ["ConnectionStore", "token_fingerprint"]
+__all__ = ["ConnectGuard", "ConnectionStore", "token_fingerprint"]
 
 ZOHO = "zoho"
 PIPEDRIVE = "pipedrive"
@@ -38,6 +39,61 @@ STATUS_NEEDS_REAUTH = "needs_reauth"
 def token_fingerprint(secret: str) -> str:
     """A short, non-reversible id for a secret, safe for Redis keys and logs."""
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ConnectGuard:
+    """An admin-initiated connect (the OAuth callback): never replace another account silently.
+
+    Attributes:
+        actor: who connects, recorded in the audit trail (``admin``).
+        confirmed_replace: the external id the actor confirmed may be replaced ("" for none).
+    """
+
+    actor: str
+    confirmed_replace: str = ""
+
+    def check(self, existing: Connection | None, new_external_id: str, credential: Any) -> None:
+        """Raise :class:`ReplacementNeededError` unless the connect keeps or may replace ``existing``."""
+        if existing is None or existing.external_id in ("", new_external_id):
+            return
+        if existing.external_id == self.confirmed_replace:
+            return
+        raise ReplacementNeededError(
+            system=existing.system,
+            name=existing.name,
+            old_external_id=existing.external_id,
+            new_external_id=new_external_id,
+            credential=credential,
+        )
+
+    def record(self, session: Session, connection: Connection, old_external_id: str) -> None:
+        """Audit who connected, reconnected or replaced what (in the connect's transaction)."""
+        from connector.sync.audit import AuditLog, Trigger
+
+        new = connection.external_id
+        if not old_external_id:
+            action, reason = "connect", f"{self.actor} connected account {new}"
+        elif old_external_id == new:
+            action, reason = "reconnect", f"{self.actor} refreshed the tokens of account {new}"
+        else:
+            action = "replace"
+            reason = f"{self.actor} replaced account {old_external_id} with {new}"
+        session.flush()
+        is_zoho = connection.system == ZOHO
+        AuditLog(session, trigger=Trigger.MANUAL).record(
+            direction="",
+            entity="connection",
+            action=action,
+            outcome="ok",
+            reason=f"{reason} (connection {connection.name})",
+            diff={
+                "external_id": {"before": old_external_id or None, "after": new},
+                "actor": self.actor,
+            },
+            zoho_connection_id=connection.id if is_zoho else None,
+            pipedrive_connection_id=None if is_zoho else connection.id,
+        )
 
 
 class ConnectionStore:

@@ -6,6 +6,7 @@ tree is sorted by what a caller should *do* about an error::
     ConnectorError
     ├── ConfigError(problems)                 settings or mapping file invalid; all problems at once
     ├── CredentialError                       a stored secret cannot be decrypted (wrong key)
+    ├── ReplacementNeededError                a connect would replace another account: confirm
     ├── ApiError(system, status, code, ...)   an external API said no
     │   ├── RetryableError                    try again later, with backoff
     │   │   ├── RateLimitError(retry_after)   429, burst or per-minute limits
@@ -58,6 +59,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ReauthorizationRequired",
+    "ReplacementNeededError",
     "RetryableError",
     "ServerError",
     "StaleEventError",
@@ -84,6 +86,28 @@ class ConfigError(ConnectorError):
 
 class CredentialError(ConnectorError):
     """A stored secret could not be decrypted with any configured key."""
+
+
+class ReplacementNeededError(ConnectorError):
+    """A guarded connect found connection ``name`` bound to another account; nothing was stored.
+
+    Carries the credential the connect obtained (``credential``, a
+    :class:`~connector.settings.Secret`, never in ``str``) so a confirmation can finish the
+    connect without a second consent.
+    """
+
+    def __init__(
+        self, *, system: str, name: str, old_external_id: str, new_external_id: str, credential: Any
+    ) -> None:
+        self.system = system
+        self.name = name
+        self.old_external_id = old_external_id
+        self.new_external_id = new_external_id
+        self.credential = credential
+        super().__init__(
+            f"connection {name!r} is {system} account {old_external_id}; replacing it with "
+            f"{new_external_id} needs a confirmation"
+        )
 
 
 class ApiError(ConnectorError):

@@ -15,12 +15,15 @@ import hmac
 import logging
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from flask import Flask, abort, current_app, request, session
+from flask import Flask, abort, current_app, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.wrappers import Response
 
 from web import get_context
 
@@ -28,16 +31,19 @@ __all__ = [
     "CSRF_FIELD",
     "LOGIN_ATTEMPTS",
     "LOGIN_WINDOW",
+    "admin_required",
     "check_csrf",
     "check_password",
     "configure",
     "csrf_token",
+    "current_user",
     "is_logged_in",
     "log_in",
     "log_out",
     "login_allowed",
     "password_configured",
     "record_failed_login",
+    "safe_next",
     "secure_cookie_required",
 ]
 
@@ -119,6 +125,48 @@ def is_logged_in() -> bool:
         return False
     marker = session.get("pw")
     return isinstance(marker, str) and hmac.compare_digest(marker, _password_marker(password_hash))
+
+
+def current_user() -> str:
+    """Who the logged-in session belongs to (for the audit trail); "" when not logged in."""
+    user = session.get("user") if is_logged_in() else None
+    return user if isinstance(user, str) else ""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def admin_required(view: Callable[_P, _R]) -> Callable[_P, _R | Response]:
+    """Views outside the status pages' blueprint that need the admin session: else to login."""
+
+    @wraps(view)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R | Response:
+        if not is_logged_in():
+            return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` if it is a path on this site, else None (the caller goes to ``/``).
+
+    Browsers drop tabs and newlines inside URLs and read ``\\`` as ``/``, so ``/%09/evil.example``
+    and ``/\\evil.example`` would both land on ``//evil.example``: any control character, a
+    scheme or host, or a leading ``//`` or ``/\\`` is refused.
+    """
+    if not target:
+        return None
+    candidate = target.strip()
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in candidate):
+        return None
+    if not candidate.startswith("/") or candidate.startswith(("//", "/\\")):
+        return None
+    parts = urlsplit(candidate)
+    if parts.scheme or parts.netloc:
+        return None
+    return candidate
 
 
 def csrf_token() -> str:

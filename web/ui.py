@@ -118,10 +118,7 @@ def _bad_request(error: HTTPException) -> tuple[str, int]:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only paths on this site: "//host" and "/\\host" would leave it.
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return url_for("ui.overview")
-    return target
+    return auth.safe_next(target) or url_for("ui.overview")
 
 
 @bp.route("/login", methods=["GET", "POST"])

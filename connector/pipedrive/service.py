@@ -20,7 +20,7 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from connector.connections import PIPEDRIVE, token_fingerprint
+from connector.connections import PIPEDRIVE, ConnectGuard, token_fingerprint
 from connector.context import AppContext
 from connector.errors import AuthError, ConfigError
 from connector.models import Connection, ParkedJob
@@ -37,6 +37,7 @@ from connector.pipedrive.auth import (
 from connector.pipedrive.client import PipedriveClient, RateLimiter
 from connector.pipedrive.fields import FieldRegistry
 from connector.ratelimit import Priority
+from connector.settings import Secret
 
 __all__ = [
     "PLANS",
@@ -126,6 +127,7 @@ def connect_pipedrive(
     name: str | None = None,
     timezone: str = "UTC",
     session: requests.Session | None = None,
+    guard: ConnectGuard | None = None,
 ) -> Connection:
     """Check the credentials against Pipedrive and store the connection (encrypted).
 
@@ -133,9 +135,13 @@ def connect_pipedrive(
     and the integration user's id from ``/v1/users/me`` (that id recognises our own writes in
     webhooks), and generates the Basic credentials Pipedrive will send with webhooks.
 
+    ``guard`` (admin-initiated connects: the OAuth callback) refuses to replace another company
+    under the same name unless confirmed, and audits the connect.
+
     Raises:
         ConfigError: bad arguments or settings.
         AuthError: Pipedrive refused the credentials.
+        ReplacementNeededError: ``guard`` is set and the name holds another, unconfirmed company.
     """
     problems: list[str] = []
     if bool(api_token) == bool(oauth_refresh_token):
@@ -192,6 +198,9 @@ def connect_pipedrive(
     with context.session() as db:
         store = context.store(db)
         existing = db.scalar(sa.select(Connection).where(Connection.name == connection_name))
+        old_external_id = existing.external_id if existing is not None else ""
+        if guard is not None:
+            guard.check(existing, company_id, Secret(str(credentials.get("refresh_token") or "")))
         webhook_secret: dict[str, str] | None = None
         if existing is None or not store.webhook_secret(existing):
             # Random per connection; kept on reconnect so live subscriptions keep working.
@@ -220,6 +229,8 @@ def connect_pipedrive(
             webhook_secret=webhook_secret,
         )
         store.mark_success(connection)
+        if guard is not None:
+            guard.record(db, connection, old_external_id)
     if token is not None:
         # Share the fresh token so no worker refreshes again (a rotated refresh token would
         # otherwise race the one just stored).
@@ -495,6 +506,7 @@ def connect_pipedrive_oauth_code(
     seats: int = 1,
     timezone: str = "UTC",
     session: requests.Session | None = None,
+    guard: ConnectGuard | None = None,
 ) -> Connection:
     """Finish the OAuth web flow: exchange the code, then connect with the refresh token."""
     from connector.pipedrive.auth import exchange_code
@@ -523,4 +535,5 @@ def connect_pipedrive_oauth_code(
         seats=seats,
         timezone=timezone,
         session=session,
+        guard=guard,
     )

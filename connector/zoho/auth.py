@@ -288,6 +288,8 @@ class ZohoTokenManager:
         on_reauth_required: called once with a reason when the refresh token is revoked.
         on_api_domain: called with the new ``api_domain`` when a token response changes it.
         api_domain: the ``api_domain`` already known (stored on the connection).
+        pinned_api_domain: the data center table's API host for a Zoho accounts server; token
+            responses cannot move API calls away from it.
         lock_wait: how long to wait for another process's refresh; defaults to the lease.
     """
 
@@ -307,6 +309,7 @@ class ZohoTokenManager:
         on_reauth_required: Callable[[str], None] | None = None,
         on_api_domain: Callable[[str], None] | None = None,
         api_domain: str = "",
+        pinned_api_domain: str = "",
         lock_wait: float | None = None,
     ) -> None:
         self.redis = redis
@@ -321,6 +324,7 @@ class ZohoTokenManager:
         self.clock = clock
         self.on_reauth_required = on_reauth_required
         self.on_api_domain = on_api_domain
+        self._pinned_api_domain = pinned_api_domain.rstrip("/")
         self._known_api_domain = api_domain.rstrip("/")
         self.lease = 2 * timeout + 5
         self.lock_wait = self.lease + 1 if lock_wait is None else lock_wait
@@ -398,6 +402,8 @@ class ZohoTokenManager:
 
     def current_api_domain(self) -> str | None:
         """The ``api_domain`` of the shared token (or the one known at construction)."""
+        if self._pinned_api_domain:
+            return self._pinned_api_domain
         cached = self._read()
         if cached is not None and cached.api_domain:
             return cached.api_domain
@@ -430,7 +436,9 @@ class ZohoTokenManager:
         issued_at = self.clock()
         previous = self._read()
         known = (previous.api_domain if previous else "") or self._known_api_domain
-        api_domain = response.api_domain or known
+        api_domain = self._pinned_api_domain or response.api_domain or known
+        if self._pinned_api_domain and response.api_domain not in ("", api_domain):
+            logger.warning("zoho.token.api-domain-ignored connection=%s", self.connection_id)
         cached = _CachedToken(
             access_token=response.access_token,
             issued_at=issued_at,

@@ -13,17 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from connector.errors import ConfigError
+from connector.errors import AuthError, ConfigError
 
 __all__ = [
     "DATA_CENTERS",
     "DEFAULT_DATA_CENTER",
     "DataCenter",
+    "allowed_accounts_server",
     "dc_from_accounts_server",
     "dc_from_api_domain",
     "dc_from_location",
     "get_data_center",
     "resolve_accounts_server",
+    "table_api_domain",
 ]
 
 
@@ -159,3 +161,36 @@ def resolve_accounts_server(
     if location:
         return get_data_center(location).accounts_server
     return DATA_CENTERS[DEFAULT_DATA_CENTER].accounts_server
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return (parts.scheme.lower(), parts.netloc.lower())
+
+
+def allowed_accounts_server(candidate: str, *, configured: str | None = None) -> str:
+    """The accounts server to use for a callback's untrusted ``accounts-server``.
+
+    Only the accounts hosts of :data:`DATA_CENTERS` (reference §1.2; always over https, whatever
+    scheme the candidate names) and the origin of the configured ``ZOHO_ACCOUNTS_URL`` (a
+    simulator, a proxy) are accepted: the code and the client secret are POSTed there.
+
+    Raises:
+        AuthError: any other host.
+    """
+    for dc in DATA_CENTERS.values():
+        if _host(candidate) == _host(dc.accounts_server):
+            return dc.accounts_server
+    value = candidate.strip().rstrip("/")
+    if configured and _origin(value) == _origin(configured) and _origin(value)[1]:
+        return value
+    raise AuthError(
+        "the callback's accounts-server is not one of Zoho's accounts servers nor ZOHO_ACCOUNTS_URL",
+        system="zoho",
+    )
+
+
+def table_api_domain(accounts_server: str) -> str | None:
+    """The API host the data center table pairs with a Zoho accounts server (None elsewhere)."""
+    code = dc_from_accounts_server(accounts_server)
+    return DATA_CENTERS[code].api_domain if code else None

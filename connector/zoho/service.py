@@ -12,10 +12,12 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import sqlalchemy as sa
 
-from connector.connections import ZOHO
+from connector.connections import ZOHO, ConnectGuard
 from connector.context import AppContext
 from connector.errors import AuthError, ConfigError, ConnectorError, WrongOrganizationError
 from connector.models import Connection
@@ -33,6 +35,7 @@ from connector.zoho.regions import (
     dc_from_api_domain,
     dc_from_location,
     resolve_accounts_server,
+    table_api_domain,
 )
 
 __all__ = [
@@ -114,6 +117,7 @@ def connect_zoho(
     name: str | None = None,
     redirect_uri: str = "",
     session: requests.Session | None = None,
+    guard: ConnectGuard | None = None,
 ) -> Connection:
     """Connect (or reconnect) one Zoho Books organization and store it encrypted.
 
@@ -133,9 +137,12 @@ def connect_zoho(
         name: connection name; default ``zoho-<organization_id>``.
         redirect_uri: the redirect URI the code was issued for.
         session: HTTP session (tests).
+        guard: set for admin-initiated connects (the OAuth callback): another organization
+            under the same name is replaced only when confirmed, and the connect is audited.
 
     Raises:
         ConfigError: missing client credentials or contradictory arguments.
+        ReplacementNeededError: ``guard`` is set and the name holds another, unconfirmed organization.
         AuthError: the code or client was refused.
         WrongOrganizationError: the token cannot see ``organization_id``; the message lists the
             organizations it can see.
@@ -181,18 +188,7 @@ def connect_zoho(
             timeout=timeout,
         )
         stored_refresh = tokens.refresh_token or refresh_token
-    data_center = (
-        dc_from_api_domain(tokens.api_domain)
-        or dc_from_accounts_server(server)
-        or dc_from_location(location)
-        or ""
-    )
-    api_domain = tokens.api_domain
-    if not api_domain and data_center:
-        api_domain = DATA_CENTERS[data_center].api_domain
-    if not api_domain:
-        raise AuthError("Zoho's token response carried no api_domain", system=ZOHO)
-
+    data_center, api_domain = _api_domain(server, tokens.api_domain, location)
     probe = ZohoBooksClient(
         StaticTokens(tokens.access_token, api_domain),
         organization_id=organization_id,
@@ -216,10 +212,15 @@ def connect_zoho(
         for key in ("plan_name", "plan_type", "time_zone", "currency_code")
         if match.get(key) not in (None, "")
     }
+    connection_name = name or f"zoho-{organization_id}"
     with context.session() as db:
         store = context.store(db)
+        existing = db.scalar(sa.select(Connection).where(Connection.name == connection_name))
+        old_external_id = existing.external_id if existing is not None else ""
+        if guard is not None:
+            guard.check(existing, organization_id, Secret(stored_refresh))
         connection = store.upsert(
-            name=name or f"zoho-{organization_id}",
+            name=connection_name,
             system=ZOHO,
             external_id=organization_id,
             auth_kind="oauth",
@@ -242,6 +243,8 @@ def connect_zoho(
             )
         )
         store.mark_success(connection)
+        if guard is not None:
+            guard.record(db, connection, old_external_id)
     logger.info(
         "zoho.connected connection=%s organization=%s data_center=%s",
         connection.id,
@@ -249,6 +252,41 @@ def connect_zoho(
         data_center,
     )
     return connection
+
+
+def _same_origin(one: str, other: str) -> bool:
+    first, second = urlsplit(one), urlsplit(other)
+    return (first.scheme, first.netloc.lower()) == (second.scheme, second.netloc.lower())
+
+
+def _api_domain(server: str, answered: str, location: str | None) -> tuple[str, str]:
+    """The data center and API host for a connect at ``server``, never the token answer alone.
+
+    A Zoho accounts server pairs with its API host in the table; an ``api_domain`` that disagrees
+    is ignored (and logged), so the worker's calls cannot be sent elsewhere. Another accounts
+    server (``ZOHO_ACCOUNTS_URL``, a simulator) may only name an API host on its own origin or
+    one of the table's.
+
+    Raises:
+        AuthError: no API host can be trusted.
+    """
+    table = table_api_domain(server)
+    if table is not None:
+        if answered and dc_from_api_domain(answered) != dc_from_accounts_server(server):
+            logger.warning("zoho.api-domain-ignored accounts_server=%s", server)
+        return dc_from_accounts_server(server) or "", table
+    if not answered:
+        raise AuthError("Zoho's token response carried no api_domain", system=ZOHO)
+    known = dc_from_api_domain(answered)
+    if known is None and not _same_origin(answered, server):
+        raise AuthError(
+            "the token response's api_domain is neither a Zoho API host nor on the accounts "
+            "server's host",
+            system=ZOHO,
+        )
+    return known or dc_from_location(location) or "", (
+        DATA_CENTERS[known].api_domain if known else answered
+    )
 
 
 def _on_reauth(context: AppContext, connection_id: int) -> Callable[[str], None]:
@@ -297,6 +335,7 @@ def build_token_manager(
         on_reauth_required=_on_reauth(context, connection.id),
         on_api_domain=_on_api_domain(context, connection),
         api_domain=connection.api_base,
+        pinned_api_domain=table_api_domain(connection.accounts_server) or "",
     )
 
 

@@ -1,12 +1,15 @@
 """OAuth connect flows through the web app, against the Zoho and Pipedrive simulators.
 
 The simulators answer on the real hosts through ``responses``; the user's browser is played by
-following the redirects by hand: start -> consent screen (simulator) -> callback.
+following the redirects by hand: start -> consent screen (simulator) -> callback. The flows are
+admin-only since issue 14, so the rig's browser logs in first (the attacks themselves are in
+``tests/security/test_oauth_takeover.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from web.oauth import STATE_MAX_AGE
 PD_CLIENT_ID = "pd-oauth-client"
 PD_CLIENT_SECRET = "pd-oauth-client-secret-value"
 COMPANY = "acme"
+PASSWORD = "admin-password-for-oauth-tests"
 
 
 @dataclass
@@ -60,7 +64,9 @@ class Rig:
 
 
 def _rig(tmp_path: Path, redis_url: str, **extra: str) -> Iterator[Rig]:
-    settings = make_settings(f"sqlite:///{tmp_path / 'oauth.db'}", redis_url, **extra)
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'oauth.db'}", redis_url, CONNECTOR_ADMIN_PASSWORD=PASSWORD, **extra
+    )
     upgrade(settings.database_url)
     context = AppContext(settings=settings)
     clock = Clock(dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC))
@@ -75,8 +81,17 @@ def _rig(tmp_path: Path, redis_url: str, **extra: str) -> Iterator[Rig]:
         zoho.register_client(CLIENT_ID, CLIENT_SECRET)
         pipedrive.create_company(COMPANY)
         pipedrive.register_oauth_client(PD_CLIENT_ID, PD_CLIENT_SECRET)
-        yield Rig(app.test_client(), context, zoho, pipedrive, rsps)
+        client = app.test_client()
+        _login(client)
+        yield Rig(client, context, zoho, pipedrive, rsps)
     context.close()
+
+
+def _login(client: FlaskClient) -> None:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+    assert match
+    response = client.post("/login", data={"csrf_token": match.group(1), "password": PASSWORD})
+    assert response.status_code == 302
 
 
 @pytest.fixture
@@ -125,7 +140,7 @@ def test_zoho_start_sends_the_user_to_accounts_zoho_com_for_offline_consent(rig)
     assert "ZohoBooks.contacts.READ" in query["scope"].split(",")
     assert query["redirect_uri"].endswith("/oauth/zoho/callback")
     assert query["state"]
-    # The state is signed, not a readable copy of the request.
+    # The state is an opaque token kept server-side, not a copy of the request.
     assert "123456" not in query["state"]
 
 
@@ -302,6 +317,8 @@ def test_pipedrive_callback_with_a_used_code_stores_nothing(rig):
     with rig.context.session() as session:
         store = rig.context.store(session)
         store.delete(store.get("crm"))
+    # A state works once (issue 14): the used code comes back with a fresh flow's state.
+    params["state"] = _query(_start_pipedrive(rig))["state"]
     again = rig.client.get(f"/oauth/pipedrive/callback?{urlencode(params)}")
     assert again.status_code == 400
     assert rig.connections("pipedrive") == []
