@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import email.utils
 import logging
+import shlex
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -115,6 +116,9 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    """Commands to paste into a shell, one a line (never prose, never a Python name)."""
+    note: str = ""
+    """What the fix needs from the user, in words (a value to choose, a page to open)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
@@ -562,6 +566,44 @@ def _check_pipedrive(
     return checks
 
 
+def _check_routing(context: AppContext, zoho_names: list[str]) -> Check:
+    """Several Zoho organizations need ``[routing] default``, or unplaced ones wait in review."""
+    from connector.mapping.config import load_config
+
+    path = context.settings.config_path
+    try:
+        routing = load_config(path or None).routing
+    except ConfigError as exc:
+        return Check(
+            "routing",
+            False,
+            "; ".join(exc.problems),
+            _edit_config_fix(path, ""),
+            "correct the mapping file as the problems above say",
+        )
+    if len(zoho_names) < 2:
+        return Check("routing", True, f"one Zoho connection ({zoho_names[0]}): no routing needed")
+    if routing.default:
+        return Check("routing", True, f"[routing] default = {routing.default!r}")
+    return Check(
+        "routing",
+        False,
+        f"{len(zoho_names)} Zoho connections ({', '.join(zoho_names)}) and [routing] default is "
+        "not set: every Pipedrive organization no rule places waits in `connector review`",
+        _edit_config_fix(path, f'default = "{zoho_names[0]}"'),
+        f'under [routing] add default = "<connection>" (one of {", ".join(zoho_names)}): '
+        "where a Pipedrive organization no rule places is created",
+    )
+
+
+def _edit_config_fix(path: str, line: str) -> str:
+    """A shell command that opens (or, with no mapping file yet, writes) the mapping file."""
+    if path:
+        return f'"${{EDITOR:-vi}}" {shlex.quote(path)}'
+    body = shlex.quote(f"[routing]\\n{line}\\n")
+    return f"printf {body} > mapping.toml && export CONNECTOR_CONFIG=$PWD/mapping.toml"
+
+
 def _server_date_skew(url: str, http: requests.Session, now: Callable[[], float]) -> float | None:
     try:
         response = http.head(url, timeout=_PROBE_TIMEOUT, allow_redirects=False)
@@ -620,6 +662,9 @@ def doctor(
                     f"run `connector {system} connect`",
                 )
             )
+    zoho_names = [c.name for c in connections if c.system == ZOHO]
+    if zoho_names:
+        checks.append(_check_routing(context, zoho_names))
     probed: set[str] = set()
     for connection in connections:
         try:

@@ -284,11 +284,14 @@ def review_ignore(item_id: int) -> None:
 
 @review.command("create")
 @click.argument("item_id", type=int)
-def review_create(item_id: int) -> None:
-    """Resolve an ambiguous match by creating a new record instead of matching."""
+@click.option(
+    "--zoho", "zoho_name", default=None, help="For a routing item: the Zoho connection to use."
+)
+def review_create(item_id: int, zoho_name: str | None) -> None:
+    """Resolve by creating: a new record instead of an ambiguous match, or (routing) in --zoho."""
     from connector.sync.review import resolve_create
 
-    click.echo(resolve_create(get_context(), item_id))
+    click.echo(resolve_create(get_context(), item_id, zoho=zoho_name))
 
 
 @click.command()

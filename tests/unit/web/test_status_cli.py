@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import json
@@ -188,3 +189,36 @@ def test_doctor_says_what_to_fix(context: AppContext, monkeypatch: pytest.Monkey
     assert not skew["ok"]
     assert "+120 s off" in skew["detail"] or "+119 s off" in skew["detail"]
     assert "NTP" in skew["fix"] or "ntp" in skew["fix"]
+
+
+@responses.activate
+def test_doctor_fails_on_several_zoho_connections_without_routing_default(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch
+):
+    seed(context)
+    _fake_apis(monkeypatch, context, hooks=len(SYNC_SUBSCRIPTIONS), missing=[])
+    result = CliRunner().invoke(doctor, [])
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("[FAIL] routing"))
+    assert "2 Zoho connections (zoho-eu, zoho-in)" in line
+    assert "[routing] default is not set" in line
+    fix = result.output.split(line, 1)[1].splitlines()[1].strip()
+    assert fix.startswith("fix: printf ")
+    assert "export CONNECTOR_CONFIG=" in fix
+
+
+@responses.activate
+def test_doctor_passes_routing_with_a_default(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    seed(context)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[routing]\ndefault = "zoho-eu"\n')
+    monkeypatch.setattr(
+        context, "settings", dataclasses.replace(context.settings, config_path=str(mapping))
+    )
+    _fake_apis(monkeypatch, context, hooks=len(SYNC_SUBSCRIPTIONS), missing=[])
+    result = CliRunner().invoke(doctor, ["--json"])
+    checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+    assert checks["routing"]["ok"] is True
+    assert "zoho-eu" in checks["routing"]["detail"]
