@@ -2110,13 +2110,16 @@ class SyncEngine:
         token_cap: int | None = None,
         include_contacts: bool = True,
         include_invoices: bool = True,
+        include_pipedrive: bool = True,
         progress: Callable[[BackfillProgress], None] | None = None,
     ) -> BackfillProgress:
-        """Sync everything from the connected Zoho organizations, resumably.
+        """Sync everything from the connected Zoho organizations, then back, resumably.
 
         Records already applied (linked, and not modified since) cost nothing on the Pipedrive
         side, so a backfill that stopped (token cap, budget, crash) is simply run again. Deals
-        are written once each, after all their invoices are known.
+        are written once each, after all their invoices are known. With ``include_pipedrive``
+        the Pipedrive organizations still without a link afterwards are created (or matched) in
+        their routed Zoho organization.
         """
         ids = zoho_connection_ids or [c.id for c in self.zoho_connections]
         state = BackfillProgress(token_cap=token_cap)
@@ -2200,10 +2203,48 @@ class SyncEngine:
                 # 100,000 records would grow the process with the backfill (a dry run keeps them).
                 self.changes.clear()
         state.deals_written = self.flush_deals(deferred)
+        if include_pipedrive and not state.stopped:
+            self._backfill_pipedrive(state, token_cap, tokens0, progress)
         state.tokens = self.pd.client.stats.tokens - tokens0
         if progress is not None:
             progress(state)
         return state
+
+    def _backfill_pipedrive(
+        self,
+        state: BackfillProgress,
+        token_cap: int | None,
+        tokens0: int,
+        progress: Callable[[BackfillProgress], None] | None,
+    ) -> None:
+        """The second half: Pipedrive organizations without a link -> their routed Zoho org.
+
+        Organizations the first half created or matched are linked by now, so they are not
+        even counted; a second backfill finds every organization linked and writes nothing.
+        """
+        pd_id = self.pd.connection.id
+        unlinked = [
+            org
+            for org in self.pd.client.organizations.iter()
+            if self.links.by_pipedrive(pd_id, "organization", str(org["id"])) is None
+        ]
+        state.total += len(unlinked)
+        for org in unlinked:
+            state.tokens = self.pd.client.stats.tokens - tokens0
+            if token_cap is not None and state.tokens >= token_cap:
+                state.stopped = f"token cap of {token_cap} reached; run backfill again to resume"
+                return
+            try:
+                state.count(self.sync_pipedrive_organization(str(org["id"]), org=org))
+            except RetryableError as exc:
+                state.stopped = f"stopped: {exc}; run backfill again to resume"
+                return
+            except (FatalError, SyncError) as exc:
+                logger.warning("backfill.organization-failed id=%s error=%s", org["id"], exc)
+                state.failed += 1
+            state.done += 1
+            if progress is not None:
+                progress(state)
 
     # Scheduled work ----------------------------------------------------------------------
 
