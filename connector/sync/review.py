@@ -25,13 +25,17 @@ def resolve_ignore(context: AppContext, item_id: int) -> str:
         item.status = "ignored"
         item.resolution = "ignored by a human"
         item.resolved_at = utcnow()
+        # Organization items (routing, ambiguous name) name a Pipedrive record and company.
+        pipedrive_side = item.entity == "organization"
         AuditLog(session, Trigger.REVIEW).record(
             direction="",
             entity=item.entity,
             action="ignore",
             outcome="skipped",
-            zoho_connection_id=item.connection_id,
-            zoho_id=item.record_id,
+            zoho_connection_id=None if pipedrive_side else item.connection_id,
+            pipedrive_connection_id=item.connection_id if pipedrive_side else None,
+            zoho_id="" if pipedrive_side else item.record_id,
+            pipedrive_id=item.record_id if pipedrive_side else "",
             reason=f"review #{item.id} ignored: {item.summary}",
         )
     return f"review item #{item_id} ignored"

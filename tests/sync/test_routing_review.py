@@ -163,3 +163,17 @@ def test_review_page_offers_one_create_button_per_zoho_connection(w):
     assert _contacts(w, "eu") == ["Nowhere Ltd"]
     assert _linked_zoho(w, nowhere) is not None
     assert [i.status for i in _items(w)] == ["resolved"]
+
+
+def test_ignoring_a_routing_item_audits_the_pipedrive_organization(w):
+    nowhere = _org(w, "Nowhere Ltd", None)
+    _pull(w)
+    (item,) = _items(w)
+    result = CliRunner().invoke(main, ["review", "ignore", str(item.id)])
+    assert result.exit_code == 0, result.output
+    with w.context.session() as session:
+        row = session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "ignore")).one()
+    assert (row.pipedrive_id, row.zoho_id) == (nowhere, "")
+    assert row.pipedrive_connection_id == w.pipedrive_connection
+    assert row.zoho_connection_id is None
+    assert [i.status for i in _items(w)] == ["ignored"]
