@@ -1258,6 +1258,8 @@ class SyncEngine:
             if not org or org.get("is_deleted"):
                 row["reason"] = "gone from Pipedrive; the Zoho contact is kept (never deleted)"
                 self._forget(link)
+                # Nothing is left to place: a routing item for it would be retried forever.
+                self._close_routing_review(org_id)
                 return SKIPPED
             pd_hash = self._pd_hash("organization", org, keys)
             modified = _pd_time(org.get("update_time"))

@@ -177,3 +177,13 @@ def test_ignoring_a_routing_item_audits_the_pipedrive_organization(w):
     assert row.pipedrive_connection_id == w.pipedrive_connection
     assert row.zoho_connection_id is None
     assert [i.status for i in _items(w)] == ["ignored"]
+
+
+def test_item_of_an_organization_deleted_in_pipedrive_closes(w, config_file):
+    nowhere = _org(w, "Nowhere Ltd", None)
+    _pull(w)
+    w.pipedrive.app_delete(COMPANY, "organizations", int(nowhere))
+    config_file.write_text(RULES + 'default = "zoho-us"\n')
+    _pull(w)
+    assert [i.status for i in _items(w)] == ["resolved"]
+    assert _contacts(w, "us") == []
