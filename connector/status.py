@@ -10,6 +10,8 @@ import dataclasses
 import datetime as dt
 import email.utils
 import logging
+import re
+import shlex
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -115,6 +117,9 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    """Commands to paste into a shell, one a line (never prose, never a Python name)."""
+    note: str = ""
+    """What the fix needs from the user, in words (a value to choose, a page to open)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
@@ -338,6 +343,27 @@ def queue_depths(context: AppContext) -> dict[str, int | None]:
 # Doctor -------------------------------------------------------------------------------------
 
 
+# Example values for the settings a fix asks for: placeholders in capitals.
+_SETTING_EXAMPLES = {
+    "CONNECTOR_SECRET_KEY": '"$(connector secrets generate-key)"',
+    "DATABASE_URL": "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DATABASE",
+    "REDIS_URL": "redis://HOST:6379/0",
+    "CELERY_BROKER_URL": "redis://HOST:6379/1",
+    "CONNECTOR_CONFIG": "/path/to/mapping.toml",
+    "CONNECTOR_LOG_FORMAT": "text",
+    "CONNECTOR_LOG_LEVEL": "INFO",
+}
+_SETTING_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
+
+
+def _settings_fix(problems: list[str]) -> str:
+    """One ``export`` line setting every variable the problems name."""
+    names = list(dict.fromkeys(_SETTING_NAME.findall(" ".join(problems))))
+    if not names:
+        return "connector doctor"
+    return "export " + " ".join(f"{n}={_SETTING_EXAMPLES.get(n, 'VALUE')}" for n in names)
+
+
 def settings_check(error: ConfigError | None) -> Check:
     """The settings finding: ``error`` is what ``Settings.from_env`` raised, if anything."""
     if error is not None:
@@ -345,7 +371,8 @@ def settings_check(error: ConfigError | None) -> Check:
             "settings",
             False,
             "; ".join(error.problems),
-            "set the variables named above in the environment or in .env",
+            _settings_fix(error.problems),
+            "replace the UPPER-CASE placeholders; the same NAME=value lines can go in .env",
         )
     return Check("settings", True, "environment settings are valid")
 
@@ -360,7 +387,8 @@ def _check_database(context: AppContext) -> Check:
             "database",
             False,
             f"cannot connect: {type(exc).__name__}",
-            "start the database or fix DATABASE_URL",
+            f"export DATABASE_URL={_SETTING_EXAMPLES['DATABASE_URL']}",
+            "or, if DATABASE_URL is right, start the database",
         )
     head = head_revision()
     if current != head:
@@ -368,7 +396,7 @@ def _check_database(context: AppContext) -> Check:
             "database",
             False,
             f"schema is at revision {current or 'none (never migrated)'}, the code needs {head}",
-            "run `connector db upgrade`",
+            "connector db upgrade",
         )
     return Check("database", True, f"reachable, schema at revision {head}")
 
@@ -383,7 +411,8 @@ def _check_redis(context: AppContext, now: Callable[[], float]) -> list[Check]:
                 "redis",
                 False,
                 f"cannot reach Redis: {type(exc).__name__}",
-                "start Redis or fix REDIS_URL",
+                f"export REDIS_URL={_SETTING_EXAMPLES['REDIS_URL']}",
+                "or, if REDIS_URL is right, start Redis",
             )
         ]
     skew = now() - (float(seconds) + float(micros) / 1e6)
@@ -399,7 +428,8 @@ def _skew_check(name: str, skew: float) -> Check:
             name,
             False,
             f"this machine's clock is {skew:+.0f} s off",
-            "synchronise the clock (e.g. `timedatectl set-ntp true` or chrony)",
+            "sudo timedatectl set-ntp true",
+            "or synchronise the clock with chrony or ntpd",
         )
     return Check(name, True, f"skew {skew:+.1f} s")
 
@@ -414,7 +444,8 @@ def _check_broker(context: AppContext) -> Check:
                 "broker",
                 False,
                 f"cannot reach the broker Redis: {type(exc).__name__}",
-                "start the broker or fix CELERY_BROKER_URL",
+                f"export CELERY_BROKER_URL={_SETTING_EXAMPLES['CELERY_BROKER_URL']}",
+                "or, if CELERY_BROKER_URL is right, start the broker",
             )
         return Check("broker", True, "reachable (Redis)")
     parts = urlsplit(url)
@@ -428,21 +459,35 @@ def _check_broker(context: AppContext) -> Check:
             "broker",
             False,
             f"cannot open a connection to {parts.hostname}:{parts.port or 5672}: {exc}",
-            "start the broker or fix CELERY_BROKER_URL",
+            f"export CELERY_BROKER_URL={_SETTING_EXAMPLES['CELERY_BROKER_URL']}",
+            "or, if CELERY_BROKER_URL is right, start the broker",
         )
     return Check("broker", True, f"reachable ({parts.scheme})")
 
 
-def _reauth_fix(context: AppContext, connection: Connection) -> str:
+def _reauth_fix(context: AppContext, connection: Connection) -> tuple[str, str]:
+    """The command that connects again, and where to authorize in a browser instead."""
     link = reconnect_url(connection)
+    name = shlex.quote(connection.name)
+    where = f"or authorize again at {context.settings.public_url}{link}" if link else ""
     if connection.system == ZOHO:
+        organization = shlex.quote(connection.external_id or "ORGANIZATION_ID")
         return (
-            f"authorize again at {context.settings.public_url}{link} "
-            f"or run `connector zoho connect` for {connection.name}"
+            f"connector zoho connect --organization-id {organization} --name {name} "
+            "--grant-code GRANT_CODE",
+            f"GRANT_CODE comes from Zoho's consent page; {where}".rstrip("; "),
         )
-    if link:
-        return f"authorize again at {context.settings.public_url}{link}"
-    return f"run `connector pipedrive connect` again for {connection.name} with a valid API token"
+    if connection.auth_kind == "oauth":
+        return (
+            f"connector pipedrive connect --name {name} --oauth-refresh-token -",
+            f"paste the refresh token on stdin; {where}".rstrip("; "),
+        )
+    domain = (connection.options or {}).get("company_domain") or "COMPANY_DOMAIN"
+    return (
+        f"connector pipedrive connect --name {name} --company-domain {shlex.quote(domain)} "
+        "--api-token -",
+        "paste a valid API token on stdin",
+    )
 
 
 def _check_zoho(context: AppContext, connection: Connection, http: requests.Session) -> Check:
@@ -454,17 +499,18 @@ def _check_zoho(context: AppContext, connection: Connection, http: requests.Sess
             name,
             False,
             f"needs re-authorization: {connection.status_reason}",
-            _reauth_fix(context, connection),
+            *_reauth_fix(context, connection),
         )
     result = ping(context, connection, session=http)
     if not result.ok:
+        if "authoriz" in (result.error or "").lower():
+            return Check(name, False, result.error or "", *_reauth_fix(context, connection))
         return Check(
             name,
             False,
             result.error or "ping failed",
-            _reauth_fix(context, connection)
-            if "authoriz" in (result.error or "").lower()
-            else "see the error; `connector zoho ping` repeats this check",
+            f"connector zoho ping {shlex.quote(connection.name)}",
+            "repeats this check once the error above is dealt with",
         )
     age = "" if result.token_age is None else f", token {result.token_age / 60:.0f} min old"
     return Check(name, True, f"organization {result.organization_name!r} visible{age}")
@@ -491,16 +537,22 @@ def _check_pipedrive(
                 name,
                 False,
                 f"needs re-authorization: {connection.status_reason}",
-                _reauth_fix(context, connection),
+                *_reauth_fix(context, connection),
             )
         ]
     try:
         result = ping(context, connection, session=http)
     except AuthError as exc:
-        return [Check(name, False, str(exc), _reauth_fix(context, connection))]
+        return [Check(name, False, str(exc), *_reauth_fix(context, connection))]
     except ConnectorError as exc:
         return [
-            Check(name, False, str(exc), "see the error; `connector pipedrive ping` repeats it")
+            Check(
+                name,
+                False,
+                str(exc),
+                f"connector pipedrive ping --connection {shlex.quote(connection.name)}",
+                "repeats this check once the error above is dealt with",
+            )
         ]
     checks = [Check(name, True, f"company {result.company_name!r} as {result.user_name!r}")]
     client = build_pipedrive_client(context, connection, session=http)
@@ -514,7 +566,13 @@ def _check_pipedrive(
         missing = field_registry(context, connection, client).missing(specs)
     except ConnectorError as exc:
         checks.append(
-            Check(f"{name} custom fields", False, str(exc), "fix the error above, then re-run")
+            Check(
+                f"{name} custom fields",
+                False,
+                str(exc),
+                "connector doctor",
+                "re-run once the error above is dealt with",
+            )
         )
     else:
         if missing:
@@ -524,7 +582,7 @@ def _check_pipedrive(
                     f"{name} custom fields",
                     False,
                     f"missing: {listed}",
-                    "run `connector pipedrive setup-fields`",
+                    "connector pipedrive setup-fields",
                 )
             )
         else:
@@ -542,7 +600,9 @@ def _check_pipedrive(
                 f"{name} webhooks",
                 False,
                 str(exc),
-                "the webhook list needs the admin scope (OAuth) or an admin's API token",
+                f"connector pipedrive connect --name {shlex.quote(connection.name)} --api-token -",
+                "the webhook list needs an admin's API token (paste it on stdin) or OAuth with "
+                "the admin scope",
             )
         )
     else:
@@ -553,13 +613,51 @@ def _check_pipedrive(
                     f"{name} webhooks",
                     False,
                     f"no subscription to {url} for: {', '.join(absent)}",
-                    "register them (connector.pipedrive.service.register_webhooks); check that "
-                    "CONNECTOR_PUBLIC_URL is the address Pipedrive can reach",
+                    "connector webhooks register",
+                    "CONNECTOR_PUBLIC_URL must be the address Pipedrive can reach",
                 )
             )
         else:
             checks.append(Check(f"{name} webhooks", True, f"all subscribed to {url}"))
     return checks
+
+
+def _check_routing(context: AppContext, zoho_names: list[str]) -> Check:
+    """Several Zoho organizations need ``[routing] default``, or unplaced ones wait in review."""
+    from connector.mapping.config import load_config
+
+    path = context.settings.config_path
+    try:
+        routing = load_config(path or None).routing
+    except ConfigError as exc:
+        return Check(
+            "routing",
+            False,
+            "; ".join(exc.problems),
+            _edit_config_fix(path, ""),
+            "correct the mapping file as the problems above say",
+        )
+    if len(zoho_names) < 2:
+        return Check("routing", True, f"one Zoho connection ({zoho_names[0]}): no routing needed")
+    if routing.default:
+        return Check("routing", True, f"[routing] default = {routing.default!r}")
+    return Check(
+        "routing",
+        False,
+        f"{len(zoho_names)} Zoho connections ({', '.join(zoho_names)}) and [routing] default is "
+        "not set: every Pipedrive organization no rule places waits in `connector review`",
+        _edit_config_fix(path, f'default = "{zoho_names[0]}"'),
+        f'under [routing] add default = "<connection>" (one of {", ".join(zoho_names)}): '
+        "where a Pipedrive organization no rule places is created",
+    )
+
+
+def _edit_config_fix(path: str, line: str) -> str:
+    """A shell command that opens (or, with no mapping file yet, writes) the mapping file."""
+    if path:
+        return f'"${{EDITOR:-vi}}" {shlex.quote(path)}'
+    body = shlex.quote(f"[routing]\\n{line}\\n")
+    return f"printf {body} > mapping.toml && export CONNECTOR_CONFIG=$PWD/mapping.toml"
 
 
 def _server_date_skew(url: str, http: requests.Session, now: Callable[[], float]) -> float | None:
@@ -576,6 +674,12 @@ def _server_date_skew(url: str, http: requests.Session, now: Callable[[], float]
         return None
     # The Date header has whole seconds; half a second is the expected rounding.
     return now() - server.timestamp() - 0.5
+
+
+_CONNECT = {
+    ZOHO: "connector zoho connect --organization-id ORGANIZATION_ID --grant-code GRANT_CODE",
+    PIPEDRIVE: "connector pipedrive connect --company-domain COMPANY_DOMAIN --api-token -",
+}
 
 
 def doctor(
@@ -607,7 +711,8 @@ def doctor(
                 "connections",
                 False,
                 "no connection is set up",
-                "run `connector zoho connect` and `connector pipedrive connect`",
+                f"{_CONNECT[ZOHO]}\n{_CONNECT[PIPEDRIVE]}",
+                "GRANT_CODE comes from Zoho's consent page; paste the Pipedrive API token on stdin",
             )
         )
     for system in (ZOHO, PIPEDRIVE):
@@ -617,9 +722,12 @@ def doctor(
                     f"{system} connection",
                     False,
                     f"no {system} connection",
-                    f"run `connector {system} connect`",
+                    _CONNECT[system],
                 )
             )
+    zoho_names = [c.name for c in connections if c.system == ZOHO]
+    if zoho_names:
+        checks.append(_check_routing(context, zoho_names))
     probed: set[str] = set()
     for connection in connections:
         try:
@@ -633,7 +741,8 @@ def doctor(
                     f"{connection.system} {connection.name}",
                     False,
                     f"{type(exc).__name__}: {exc}",
-                    "fix the error above, then re-run `connector doctor`",
+                    "connector doctor",
+                    "re-run once the error above is dealt with",
                 )
             )
         base = connection.api_base

@@ -428,7 +428,16 @@ def review() -> str:
             )
         )
         names = _connection_names(session)
-    return render_template("review.html", page="review", items=items, names=names)
+        zoho_names = list(
+            session.scalars(
+                sa.select(Connection.name)
+                .where(Connection.system == "zoho")
+                .order_by(Connection.name)
+            )
+        )
+    return render_template(
+        "review.html", page="review", items=items, names=names, zoho_names=zoho_names
+    )
 
 
 @bp.post("/review/<int:item_id>/<action>")
@@ -447,7 +456,8 @@ def review_action(item_id: int, action: str) -> Response:
                 return redirect(url_for("ui.review"))
             message = resolve_link(context, item_id, pipedrive_id)
         elif action == "create":
-            message = resolve_create(context, item_id)
+            zoho = (request.form.get("zoho") or "").strip() or None
+            message = resolve_create(context, item_id, zoho=zoho)
         elif action == "ignore":
             message = resolve_ignore(context, item_id)
         else:

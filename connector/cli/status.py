@@ -83,8 +83,12 @@ def doctor(as_json: bool) -> None:
         for check in checks:
             mark = "ok  " if check.ok else "FAIL"
             click.echo(f"[{mark}] {check.name}: {check.detail}")
-            if not check.ok and check.fix:
-                click.echo(f"       fix: {check.fix}")
+            if check.ok:
+                continue
+            for command in check.fix.splitlines():
+                click.echo(f"       fix: {command}")
+            if check.note:
+                click.echo(f"       note: {check.note}")
         click.echo(
             "all checks passed" if not failed else f"{len(failed)} of {len(checks)} check(s) failed"
         )

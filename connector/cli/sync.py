@@ -59,6 +59,11 @@ def plan(limit: int | None, as_json: bool) -> None:
 )
 @click.option("--contacts/--no-contacts", default=True, help="Include contacts.")
 @click.option("--invoices/--no-invoices", default=True, help="Include invoices.")
+@click.option(
+    "--no-pipedrive",
+    is_flag=True,
+    help="Skip the second half (unlinked Pipedrive organizations -> Zoho).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
     "--distributed",
@@ -72,12 +77,17 @@ def backfill(
     zoho_names: tuple[str, ...],
     contacts: bool,
     invoices: bool,
+    no_pipedrive: bool,
     as_json: bool,
     distributed: bool,
     chunk_size: int,
     wait: bool,
 ) -> None:
-    """Sync everything; resumable (run it again after a stop) and within a token cap."""
+    """Sync everything, both ways; resumable (run it again after a stop) and within a token cap.
+
+    Zoho -> Pipedrive first, then Pipedrive organizations without a link -> their routed Zoho
+    organization (skip that half with --no-pipedrive).
+    """
     from connector.sync.engine import engine_session
 
     if distributed:
@@ -103,6 +113,7 @@ def backfill(
             token_cap=cap,
             include_contacts=contacts,
             include_invoices=invoices,
+            include_pipedrive=not no_pipedrive,
             progress=progress,
         )
     progress.update(state.done, state.total, tokens=state.tokens, final=True)
@@ -284,11 +295,14 @@ def review_ignore(item_id: int) -> None:
 
 @review.command("create")
 @click.argument("item_id", type=int)
-def review_create(item_id: int) -> None:
-    """Resolve an ambiguous match by creating a new record instead of matching."""
+@click.option(
+    "--zoho", "zoho_name", default=None, help="For a routing item: the Zoho connection to use."
+)
+def review_create(item_id: int, zoho_name: str | None) -> None:
+    """Resolve by creating: a new record instead of an ambiguous match, or (routing) in --zoho."""
     from connector.sync.review import resolve_create
 
-    click.echo(resolve_create(get_context(), item_id))
+    click.echo(resolve_create(get_context(), item_id, zoho=zoho_name))
 
 
 @click.command()

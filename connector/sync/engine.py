@@ -1206,10 +1206,17 @@ class SyncEngine:
         *,
         event_time: dt.datetime | None = None,
         org: Mapping[str, Any] | None = None,
+        zoho_connection_id: int | None = None,
     ) -> str:
-        """Create or update the Zoho contact of one Pipedrive organization."""
+        """Create or update the Zoho contact of one Pipedrive organization.
+
+        ``zoho_connection_id`` places a new organization in that Zoho connection instead of
+        routing it (a human's choice in review).
+        """
         with self._exclusive(f"pipedrive:{self.pd.connection.id}:organization:{org_id}"):
-            return self._sync_pipedrive_organization(org_id, event_time=event_time, org=org)
+            return self._sync_pipedrive_organization(
+                org_id, event_time=event_time, org=org, placed_in=zoho_connection_id
+            )
 
     def _sync_pipedrive_organization(
         self,
@@ -1217,6 +1224,7 @@ class SyncEngine:
         *,
         event_time: dt.datetime | None,
         org: Mapping[str, Any] | None,
+        placed_in: int | None = None,
     ) -> str:
         keys = self.keys("organization")
         link = self.links.by_pipedrive(self.pd.connection.id, "organization", org_id)
@@ -1250,6 +1258,8 @@ class SyncEngine:
             if not org or org.get("is_deleted"):
                 row["reason"] = "gone from Pipedrive; the Zoho contact is kept (never deleted)"
                 self._forget(link)
+                # Nothing is left to place: a routing item for it would be retried forever.
+                self._close_routing_review(org_id)
                 return SKIPPED
             pd_hash = self._pd_hash("organization", org, keys)
             modified = _pd_time(org.get("update_time"))
@@ -1270,9 +1280,19 @@ class SyncEngine:
                     contact = None
                 method = "link"
             else:
-                zoho = self._route(org, keys)
+                referenced = self._referenced_contact(org, keys, placed_in)
+                if referenced is not None:
+                    zoho, contact = referenced
+                    method = "its Zoho Contact ID"
+                    candidates: list[dict[str, Any]] = []
+                else:
+                    try:
+                        zoho = self._place(org, keys, placed_in)
+                    except ConfigError as exc:
+                        return self._unroutable(row, org_id, org, exc)
+                    contact, method, candidates = self._match_zoho_contact(zoho, org)
                 row["zoho_connection_id"] = zoho.connection.id
-                contact, method, candidates = self._match_zoho_contact(zoho, org)
+                self._close_routing_review(org_id)
                 if candidates:
                     row["action"] = "review"
                     row["outcome"] = REVIEW
@@ -1354,6 +1374,115 @@ class SyncEngine:
                 pipedrive_record=org,
             )
             return str(row["outcome"])
+
+    def _place(
+        self, org: Mapping[str, Any], keys: Mapping[str, str], placed_in: int | None
+    ) -> ZohoSide:
+        if placed_in is None:
+            return self._route(org, keys)
+        if not any(c.id == placed_in for c in self.zoho_connections):
+            raise ConfigError([f"connection {placed_in} is not a connected Zoho organization"])
+        return self.zoho(placed_in)
+
+    def _referenced_contact(
+        self, org: Mapping[str, Any], keys: Mapping[str, str], placed_in: int | None
+    ) -> tuple[ZohoSide, dict[str, Any]] | None:
+        """The existing Zoho contact an unlinked organization names in its ``Zoho Contact ID``.
+
+        That field is the cross-reference we write on every organization we create from Zoho:
+        an organization carrying it was made from that contact, even when its link is not
+        stored yet (its webhook can outrun the backfill's commit). Linking to it, never
+        creating, is what keeps that race from duplicating the contact.
+        """
+        name = self.config.fields.zoho_contact_id
+        key = keys.get(name) if name else None
+        value = (org.get("custom_fields") or {}).get(key) if key else None
+        if isinstance(value, Mapping):
+            value = value.get("value")
+        contact_id = str(value or "").strip()
+        if not contact_id:
+            return None
+        for connection in self._reference_order(org, keys, placed_in):
+            linked = self.links.by_zoho(connection.id, "contact", contact_id)
+            if linked is not None and linked.pipedrive_id != str(org.get("id")):
+                continue  # a copied value: that contact belongs to another organization
+            zoho = self.zoho(connection.id)
+            try:
+                return zoho, dict(zoho.client.contacts.get(contact_id))
+            except NotFoundError:
+                continue
+        return None
+
+    def _reference_order(
+        self, org: Mapping[str, Any], keys: Mapping[str, str], placed_in: int | None
+    ) -> list[Connection]:
+        """Zoho connections to look for a referenced contact in, likeliest first."""
+        first: int | None = placed_in
+        if first is None:
+            with suppress(ConfigError):
+                first = self._route(org, keys).connection.id
+        return sorted(self.zoho_connections, key=lambda c: c.id != first)
+
+    def _routing_fingerprint(self) -> str:
+        """Changes when ``[routing]`` or the set of Zoho connections does."""
+        import hashlib
+
+        routing = self.config.routing
+        text = repr(
+            (
+                routing.default,
+                routing.field,
+                routing.rules,
+                sorted(c.name for c in self.zoho_connections),
+            )
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _unroutable(
+        self, row: dict[str, Any], org_id: str, org: Mapping[str, Any], error: ConfigError
+    ) -> str:
+        """One organization no rule places: a review item, nothing written to Zoho."""
+        reason = "; ".join(error.problems)
+        row["action"] = "review"
+        row["outcome"] = REVIEW
+        row["reason"] = f"not created in Zoho: {reason}"
+        fingerprint = self._routing_fingerprint()
+        self._review(
+            "routing",
+            self.pd.connection.id,
+            "organization",
+            org_id,
+            f"{org.get('name')}: {reason}; choose the Zoho organization to create it in",
+            [{"zoho": c.name, "routing": fingerprint} for c in self.zoho_connections],
+        )
+        return REVIEW
+
+    def _close_routing_review(self, org_id: str) -> None:
+        if not self.dry_run:
+            self.links.close_review(
+                kind="routing",
+                connection_id=self.pd.connection.id,
+                entity="organization",
+                record_id=org_id,
+            )
+
+    def _retry_unroutable(self) -> int:
+        """Organizations waiting in routing review are placed again once ``[routing]`` changed.
+
+        The pull's cursor has moved past them; without this only their next edit in
+        Pipedrive would bring them back.
+        """
+        fingerprint = self._routing_fingerprint()
+        retried = 0
+        for item in self.links.open_reviews("routing", self.pd.connection.id):
+            if any(c.get("routing") == fingerprint for c in item.candidates):
+                continue
+            retried += 1
+            try:
+                self.sync_pipedrive_organization(item.record_id)
+            except (FatalError, SyncError) as exc:
+                logger.warning("pull.organization-failed id=%s error=%s", item.record_id, exc)
+        return retried
 
     def _route(self, org: Mapping[str, Any], keys: Mapping[str, str]) -> ZohoSide:
         names = [c.name for c in self.zoho_connections]
@@ -1983,13 +2112,16 @@ class SyncEngine:
         token_cap: int | None = None,
         include_contacts: bool = True,
         include_invoices: bool = True,
+        include_pipedrive: bool = True,
         progress: Callable[[BackfillProgress], None] | None = None,
     ) -> BackfillProgress:
-        """Sync everything from the connected Zoho organizations, resumably.
+        """Sync everything from the connected Zoho organizations, then back, resumably.
 
         Records already applied (linked, and not modified since) cost nothing on the Pipedrive
         side, so a backfill that stopped (token cap, budget, crash) is simply run again. Deals
-        are written once each, after all their invoices are known.
+        are written once each, after all their invoices are known. With ``include_pipedrive``
+        the Pipedrive organizations still without a link afterwards are created (or matched) in
+        their routed Zoho organization.
         """
         ids = zoho_connection_ids or [c.id for c in self.zoho_connections]
         state = BackfillProgress(token_cap=token_cap)
@@ -2073,10 +2205,48 @@ class SyncEngine:
                 # 100,000 records would grow the process with the backfill (a dry run keeps them).
                 self.changes.clear()
         state.deals_written = self.flush_deals(deferred)
+        if include_pipedrive and not state.stopped:
+            self._backfill_pipedrive(state, token_cap, tokens0, progress)
         state.tokens = self.pd.client.stats.tokens - tokens0
         if progress is not None:
             progress(state)
         return state
+
+    def _backfill_pipedrive(
+        self,
+        state: BackfillProgress,
+        token_cap: int | None,
+        tokens0: int,
+        progress: Callable[[BackfillProgress], None] | None,
+    ) -> None:
+        """The second half: Pipedrive organizations without a link -> their routed Zoho org.
+
+        Organizations the first half created or matched are linked by now, so they are not
+        even counted; a second backfill finds every organization linked and writes nothing.
+        """
+        pd_id = self.pd.connection.id
+        unlinked = [
+            org
+            for org in self.pd.client.organizations.iter()
+            if self.links.by_pipedrive(pd_id, "organization", str(org["id"])) is None
+        ]
+        state.total += len(unlinked)
+        for org in unlinked:
+            state.tokens = self.pd.client.stats.tokens - tokens0
+            if token_cap is not None and state.tokens >= token_cap:
+                state.stopped = f"token cap of {token_cap} reached; run backfill again to resume"
+                return
+            try:
+                state.count(self.sync_pipedrive_organization(str(org["id"]), org=org))
+            except RetryableError as exc:
+                state.stopped = f"stopped: {exc}; run backfill again to resume"
+                return
+            except (FatalError, SyncError) as exc:
+                logger.warning("backfill.organization-failed id=%s error=%s", org["id"], exc)
+                state.failed += 1
+            state.done += 1
+            if progress is not None:
+                progress(state)
 
     # Scheduled work ----------------------------------------------------------------------
 
@@ -2125,6 +2295,7 @@ class SyncEngine:
                 ids_at_position.add(org_id)
         if not self.dry_run:
             self.links.advance(cursor, position, ids_at_position)
+            seen += self._retry_unroutable()
         return seen
 
     def reconcile_zoho(self, connection_id: int) -> int:

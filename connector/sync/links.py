@@ -304,6 +304,20 @@ class LinkRepository:
         self.session.flush()
         return found
 
+    def open_reviews(self, kind: str, connection_id: int) -> list[ReviewItem]:
+        """Open review items of one kind and connection, oldest first."""
+        return list(
+            self.session.scalars(
+                sa.select(ReviewItem)
+                .where(
+                    ReviewItem.kind == kind,
+                    ReviewItem.connection_id == connection_id,
+                    ReviewItem.status == "open",
+                )
+                .order_by(ReviewItem.id)
+            )
+        )
+
     def close_review(self, *, kind: str, connection_id: int, entity: str, record_id: str) -> None:
         """Mark a review item resolved because the engine could now decide by itself."""
         found = self.session.scalar(

@@ -25,13 +25,17 @@ def resolve_ignore(context: AppContext, item_id: int) -> str:
         item.status = "ignored"
         item.resolution = "ignored by a human"
         item.resolved_at = utcnow()
+        # Organization items (routing, ambiguous name) name a Pipedrive record and company.
+        pipedrive_side = item.entity == "organization"
         AuditLog(session, Trigger.REVIEW).record(
             direction="",
             entity=item.entity,
             action="ignore",
             outcome="skipped",
-            zoho_connection_id=item.connection_id,
-            zoho_id=item.record_id,
+            zoho_connection_id=None if pipedrive_side else item.connection_id,
+            pipedrive_connection_id=item.connection_id if pipedrive_side else None,
+            zoho_id="" if pipedrive_side else item.record_id,
+            pipedrive_id=item.record_id if pipedrive_side else "",
             reason=f"review #{item.id} ignored: {item.summary}",
         )
     return f"review item #{item_id} ignored"
@@ -91,13 +95,20 @@ def resolve_link(context: AppContext, item_id: int, pipedrive_id: str) -> str:
     return f"review item #{item_id} linked to {pipedrive_id}: {outcome}"
 
 
-def resolve_create(context: AppContext, item_id: int) -> str:
-    """Create a new Pipedrive record instead of choosing among ambiguous candidates."""
+def resolve_create(context: AppContext, item_id: int, zoho: str | None = None) -> str:
+    """Create a new record instead of choosing among ambiguous candidates.
+
+    For a ``routing`` item, ``zoho`` names the Zoho connection the Pipedrive organization is
+    created in (and linked to).
+    """
     from connector.sync.engine import SyncEngine, engine_session
 
     with context.session() as session:
         item = _item(session, item_id)
-        entity, record_id, connection_id = item.entity, item.record_id, item.connection_id
+        kind, entity, record_id = item.kind, item.entity, item.record_id
+        connection_id = item.connection_id
+    if kind == "routing":
+        return _create_routed(context, item_id, record_id, connection_id, zoho)
     if entity != "contact":
         raise ConfigError(["only ambiguous contact matches can be resolved by creating"])
     with engine_session(context, trigger=Trigger.REVIEW) as engine:
@@ -112,3 +123,27 @@ def resolve_create(context: AppContext, item_id: int) -> str:
         item.resolution = "created a new record"
         item.resolved_at = utcnow()
     return f"review item #{item_id}: {outcome}"
+
+
+def _create_routed(
+    context: AppContext, item_id: int, org_id: str, pipedrive_id: int, zoho: str | None
+) -> str:
+    """Create an organization no routing rule placed in the Zoho connection a human chose."""
+    from connector.sync.engine import engine_session
+
+    if not zoho:
+        raise ConfigError([f"review item #{item_id} needs the Zoho connection: add --zoho NAME"])
+    with context.session() as session:
+        target = context.store(session).get(zoho)
+        if target.system != "zoho":
+            raise ConfigError([f"connection {zoho!r} is not a Zoho connection"])
+        target_id = target.id
+    with engine_session(
+        context, trigger=Trigger.REVIEW, pipedrive_connection=pipedrive_id
+    ) as engine:
+        outcome = engine.sync_pipedrive_organization(org_id, zoho_connection_id=target_id)
+        item = _item(engine.session, item_id)
+        item.status = "resolved"
+        item.resolution = f"placed in {zoho} by a human: {outcome}"
+        item.resolved_at = utcnow()
+    return f"review item #{item_id}: Pipedrive organization {org_id} -> {zoho}: {outcome}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import json
@@ -59,6 +60,26 @@ def test_status_text(context: AppContext):
     assert "queues: webhooks 0, sync 0, pulls 0, maintenance 0" in result.output
 
 
+# What a printed fix may start with: our command, or a shell or environment instruction.
+PASTEABLE = ("connector ", "export ", "sudo ", "printf ", '"${EDITOR')
+
+
+def _assert_pasteable_command(fix: str) -> None:
+    for command in fix.splitlines():
+        assert command.startswith(PASTEABLE), command
+        assert "()" not in command, command
+        assert "`" not in command, command
+
+
+def _assert_pasteable(output: str) -> None:
+    """Every ``fix:`` line doctor printed is a command to paste, never prose or a function."""
+    fixes = [line.strip()[len("fix:") :].strip() for line in output.splitlines()]
+    fixes = [f for f, line in zip(fixes, output.splitlines()) if line.strip().startswith("fix:")]
+    assert fixes, output
+    for fix in fixes:
+        _assert_pasteable_command(fix)
+
+
 def test_doctor_reports_unmigrated_database(tmp_path: Path, fake_redis: Any):
     from connector.settings import Settings
 
@@ -79,7 +100,8 @@ def test_doctor_reports_unmigrated_database(tmp_path: Path, fake_redis: Any):
         set_context(None)
     assert result.exit_code == 1
     assert "[FAIL] database: schema is at revision none (never migrated)" in result.output
-    assert "fix: run `connector db upgrade`" in result.output
+    assert "fix: connector db upgrade" in result.output
+    _assert_pasteable(result.output)
 
 
 def test_doctor_reports_settings_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -95,6 +117,10 @@ def test_doctor_reports_settings_problems(tmp_path: Path, monkeypatch: pytest.Mo
     assert check["name"] == "settings"
     assert "CONNECTOR_SECRET_KEY is not set" in check["detail"]
     assert "DATABASE_URL" in check["detail"]
+    assert check["fix"].startswith("export ")
+    assert 'CONNECTOR_SECRET_KEY="$(connector secrets generate-key)"' in check["fix"]
+    assert " DATABASE_URL=" in check["fix"] or "export DATABASE_URL=" in check["fix"]
+    _assert_pasteable(CliRunner().invoke(doctor, []).output)
 
 
 class _Webhooks:
@@ -176,15 +202,99 @@ def test_doctor_says_what_to_fix(context: AppContext, monkeypatch: pytest.Monkey
     assert all(checks[name]["ok"] for name in ("database", "redis", "broker"))
     stale = checks["zoho zoho-in"]
     assert not stale["ok"]
-    assert "/oauth/zoho/start?organization_id=60012345&name=zoho-in" in stale["fix"]
+    assert stale["fix"].startswith("connector zoho connect --organization-id 60012345")
+    assert "/oauth/zoho/start?organization_id=60012345&name=zoho-in" in stale["note"]
     fields = checks["pipedrive pipedrive-acme custom fields"]
     assert not fields["ok"]
     assert "deal 'Zoho Invoice Total'" in fields["detail"]
-    assert fields["fix"] == "run `connector pipedrive setup-fields`"
+    assert fields["fix"] == "connector pipedrive setup-fields"
     hooks = checks["pipedrive pipedrive-acme webhooks"]
     assert not hooks["ok"]
     assert "delete.organization" in hooks["detail"]
+    assert hooks["fix"] == "connector webhooks register"
     skew = checks["clock vs acme.pipedrive.com"]
     assert not skew["ok"]
     assert "+120 s off" in skew["detail"] or "+119 s off" in skew["detail"]
-    assert "NTP" in skew["fix"] or "ntp" in skew["fix"]
+    assert "ntp" in skew["fix"]
+    for check in checks.values():
+        _assert_pasteable_command(check["fix"])
+    _assert_pasteable(CliRunner().invoke(doctor, []).output)
+
+
+@responses.activate
+def test_doctor_fails_on_several_zoho_connections_without_routing_default(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch
+):
+    seed(context)
+    _fake_apis(monkeypatch, context, hooks=len(SYNC_SUBSCRIPTIONS), missing=[])
+    result = CliRunner().invoke(doctor, [])
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("[FAIL] routing"))
+    assert "2 Zoho connections (zoho-eu, zoho-in)" in line
+    assert "[routing] default is not set" in line
+    fix = result.output.split(line, 1)[1].splitlines()[1].strip()
+    assert fix.startswith("fix: printf ")
+    assert "export CONNECTOR_CONFIG=" in fix
+
+
+@responses.activate
+def test_doctor_passes_routing_with_a_default(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    seed(context)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[routing]\ndefault = "zoho-eu"\n')
+    monkeypatch.setattr(
+        context, "settings", dataclasses.replace(context.settings, config_path=str(mapping))
+    )
+    _fake_apis(monkeypatch, context, hooks=len(SYNC_SUBSCRIPTIONS), missing=[])
+    result = CliRunner().invoke(doctor, ["--json"])
+    checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+    assert checks["routing"]["ok"] is True
+    assert "zoho-eu" in checks["routing"]["detail"]
+
+
+@responses.activate
+def test_doctor_fixes_are_commands_when_nothing_is_connected_or_reachable(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch
+):
+    import redis as redis_lib
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise redis_lib.ConnectionError("refused")
+
+    monkeypatch.setattr(context.redis, "ping", down)
+    result = CliRunner().invoke(doctor, [])
+    assert result.exit_code == 1
+    assert "[FAIL] connections: no connection is set up" in result.output
+    assert "fix: connector zoho connect --organization-id" in result.output
+    assert "fix: connector pipedrive connect --company-domain" in result.output
+    assert "fix: export REDIS_URL=" in result.output
+    _assert_pasteable(result.output)
+
+
+@responses.activate
+def test_doctor_fixes_are_commands_when_the_apis_refuse(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch
+):
+    from connector.errors import ServerError
+    from connector.pipedrive import service as pd
+    from connector.zoho import service as zs
+
+    seed(context)
+
+    def zoho_ping(ctx: AppContext, connection: Any, **_: Any) -> zs.PingResult:
+        return zs.PingResult(
+            connection.name, connection.external_id, "eu", "", None, False, "HTTP 500"
+        )
+
+    def pd_ping(ctx: AppContext, connection: Any, **_: Any) -> Any:
+        raise ServerError("Pipedrive answered 503", system="pipedrive")
+
+    monkeypatch.setattr(zs, "ping", zoho_ping)
+    monkeypatch.setattr(pd, "ping", pd_ping)
+    result = CliRunner().invoke(doctor, [])
+    assert result.exit_code == 1
+    assert "fix: connector zoho ping zoho-eu" in result.output
+    assert "fix: connector pipedrive ping --connection pipedrive-acme" in result.output
+    _assert_pasteable(result.output)
