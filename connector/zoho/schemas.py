@@ -408,6 +408,11 @@ def form_document(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         inner = _json_object(form[name])
         if inner is not None:
             rest = {k: v for k, v in form.items() if k != name}
+            if name.lower() in _ENTITY_ALIASES and name.lower() not in {
+                key.lower() for key in inner
+            }:
+                # A field named after the entity holds the entity itself: keep it under its name.
+                return {**rest, name: inner}
             return {**rest, **inner}
     return form
 

@@ -26,6 +26,7 @@ from connector.errors import ConfigError, InvalidSignatureError
 __all__ = [
     "SIGNATURE_HEADER",
     "canonical_string",
+    "decode_pairs",
     "sign_zoho_webhook",
     "signature_inputs",
     "verify_zoho_signature",
@@ -144,6 +145,15 @@ def verify_zoho_signature(
         raise InvalidSignatureError("mismatch")
 
 
+def decode_pairs(raw: bytes) -> list[tuple[str, str]]:
+    """URL-decode a query string or form body into its pairs, repeated and blank keys kept.
+
+    The query and a form body go through this one decoder, so both are signed as the same
+    text whatever bytes arrive (invalid UTF-8 becomes U+FFFD on both sides).
+    """
+    return parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
 def signature_inputs(
     query: Params, content_type: str, raw_body: bytes
 ) -> tuple[list[tuple[str, str]], bytes]:
@@ -155,6 +165,5 @@ def signature_inputs(
     pairs = _pairs(query)
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime == "application/x-www-form-urlencoded":
-        form = parse_qsl(raw_body.decode("utf-8", errors="replace"), keep_blank_values=True)
-        return pairs + form, b""
+        return pairs + decode_pairs(raw_body), b""
     return pairs, raw_body

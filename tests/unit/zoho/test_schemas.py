@@ -100,6 +100,18 @@ def test_placeholder_json_and_form_payloads():
     assert from_form.dedupe_key.startswith("invoice:5:deleted:sha256-")
 
 
+@pytest.mark.parametrize("field", ["JSONString", "payload", "invoice", "Invoice", "data"])
+def test_form_field_carrying_the_entity_json_is_read_whatever_its_name(field):
+    # Zoho's form body option puts the document in a field the user names; an entity-named
+    # field may hold the entity itself ({"invoice_id": ...}) rather than {"invoice": {...}}.
+    record = {"invoice_id": "5", "last_modified_time": "2024-01-01T00:00:00+0000"}
+    inner = record if field.lower() == "invoice" else {"invoice": record}
+    body = urlencode({field: json.dumps(inner), "source": "zoho"}).encode()
+    event = parse_zoho_webhook(body, "application/x-www-form-urlencoded", {})
+    assert (event.entity, event.entity_id) == ("invoice", "5")
+    assert event.last_modified_time == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
 def test_delete_and_update_with_the_same_timestamp_do_not_collide():
     body = json.dumps(
         {"invoice": {"invoice_id": "5", "last_modified_time": "2024-01-01T00:00:00+0000"}}
