@@ -380,7 +380,7 @@ def receive_zoho(
     otherwise they are stored and recorded as not synced. ``query`` is the URL's pairs,
     URL-decoded, repeated keys kept; a form-encoded body is read from ``raw_body``.
     """
-    from connector.zoho.schemas import parse_zoho_webhook
+    from connector.zoho.schemas import UnknownEventError, parse_zoho_webhook
     from connector.zoho.webhooks import signature_inputs, verify_zoho_signature
 
     cache = cache or ConnectionCache()
@@ -412,6 +412,8 @@ def receive_zoho(
         return IntakeResult(401, "not authenticated")
     try:
         event = parse_zoho_webhook(raw_body, content_type, dict(query_pairs))
+    except UnknownEventError as exc:
+        return _not_synced(session, connection, "zoho", exc.entity, exc.entity_id, str(exc))
     except PayloadError as exc:
         return _not_synced(session, connection, "zoho", "unknown", "", f"bad payload: {exc}")
     if event.organization_id and str(event.organization_id) != connection.external_id:

@@ -301,6 +301,103 @@ def test_zoho_delete_with_the_edit_timestamp_is_stored_and_processed_as_a_delete
     assert "invoice deleted in Zoho Books; removed from its deal's sums" in reasons
 
 
+@pytest.mark.parametrize(
+    "event",
+    ["invoice.voided", "invoice.", "invoice", "", "contact.deleted", "deal.deleted", "x" * 90],
+    ids=[
+        "unknown-action",
+        "no-action",
+        "no-dot",
+        "empty",
+        "other-entity",
+        "unknown-entity",
+        "long",
+    ],
+)
+def test_unknown_url_event_is_202_audited_and_not_queued(env, event):
+    # An authenticated delivery is never refused: Zoho would stop retrying the webhook.
+    w, client, queued, secret, _ = env
+    raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
+    answer = _zoho_post(client, secret, raw, query=[("event", event)])
+    assert answer.status_code == 202, answer.get_json()
+    assert "not synced: unknown event" in answer.get_json()["message"]
+    assert _events(w) == []
+    assert queued == []
+    (audit,) = _audits(w)
+    assert audit.reason.startswith("not synced: unknown event")
+    assert (audit.entity, audit.zoho_id) == ("invoice", "5")
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        ("invoice.created", "invoice.created"),
+        ("invoice.updated", "invoice.updated"),
+        ("Invoice.Edited", "invoice.updated"),
+        ("invoice.deleted", "invoice.deleted"),
+        ("invoices.deleted", "invoice.deleted"),
+    ],
+)
+def test_url_event_names_the_event_kind(env, event, kind):
+    w, client, queued, secret, _ = env
+    raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
+    answer = _zoho_post(client, secret, raw, query=[("event", event)])
+    assert answer.status_code == 202, answer.get_json()
+    assert [e.event_kind for e in _events(w)] == [kind]
+    assert len(queued) == 1
+
+
+def test_url_event_wins_over_an_event_in_the_body(env):
+    # The URL is what `connector webhooks` printed for this workflow rule; a body template
+    # copied between rules may still say "updated".
+    w, client, _queued, secret, _ = env
+    body = {"event": "invoice.updated", "entity": "invoice", "entity_id": "5"}
+    answer = _zoho_post(
+        client, secret, json.dumps(body).encode(), query=[("event", "invoice.deleted")]
+    )
+    assert answer.status_code == 202, answer.get_json()
+    assert [e.event_kind for e in _events(w)] == ["invoice.deleted"]
+
+
+def test_payment_delete_with_the_edit_timestamp_is_not_a_duplicate(env):
+    w, client, queued, secret, _ = env
+    record = {
+        "payment_id": "880001",
+        "last_modified_time": "2026-03-02T10:00:00+0000",
+        "invoices": [{"invoice_id": "4600001"}],
+    }
+    raw = json.dumps({"customerpayment": record}).encode()
+    for event in ("payment.updated", "customerpayment.deleted"):
+        answer = _zoho_post(client, secret, raw, query=[("event", event)])
+        assert answer.status_code == 202, answer.get_json()
+    assert [e.event_kind for e in _events(w)] == [
+        "customerpayment.updated",
+        "customerpayment.deleted",
+    ]
+    assert len(queued) == 2
+
+
+def test_zoho_contact_delete_with_the_edit_timestamp_is_processed_as_a_delete(env):
+    from connector.sync import service
+    from tests.harness import contact as contact_record
+
+    w, client, queued, secret, _ = env
+    org = w.zoho_orgs["us"]
+    (contact_id,) = w.zoho.bulk_create(org, "contacts", [contact_record("Gone Co")])
+    body = json.dumps({"contact": w.zoho.get_record(org, "contacts", contact_id)}).encode()
+    edited = _zoho_post(client, secret, body, query=[("event", "contact.updated")])
+    assert edited.status_code == 202, edited.get_json()
+    service.process_webhook_event(w.context, queued[-1][1][0])
+    w.zoho.delete_record(org, "contacts", contact_id)
+    deleted = _zoho_post(client, secret, body, query=[("event", "contact.deleted")])
+    assert deleted.status_code == 202, deleted.get_json()
+    assert len(queued) == 2
+    # The engine re-reads the contact: its 404 is the delete (Pipedrive records are kept).
+    assert service.process_webhook_event(w.context, queued[-1][1][0]) == "skipped"
+    reasons = [a.reason for a in _audits(w)]
+    assert reasons[-1] == "deleted in Zoho Books; Pipedrive records are kept"
+
+
 def test_zoho_event_query_is_signed(env):
     _w, client, _queued, secret, _ = env
     raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
