@@ -30,6 +30,7 @@ __all__ = [
     "sign_zoho_webhook",
     "signature_inputs",
     "verify_zoho_signature",
+    "webhook_event_urls",
 ]
 
 SIGNATURE_HEADER = "X-Zoho-Webhook-Signature"
@@ -167,3 +168,35 @@ def signature_inputs(
     if mime == "application/x-www-form-urlencoded":
         return pairs + decode_pairs(raw_body), b""
     return pairs, raw_body
+
+
+WEBHOOK_MODULES = {
+    "contact": "Contacts",
+    "invoice": "Invoices",
+    "customerpayment": "Customer Payments",
+    "creditnote": "Credit Notes",
+    "bill": "Bills",
+    "vendorpayment": "Vendor Payments",
+}
+"""The Zoho Books module of each entity's workflow rules, in the order they are printed."""
+
+
+def webhook_event_urls(
+    base_url: str, entities: Iterable[str], actions: Iterable[str]
+) -> list[dict[str, str]]:
+    """One URL per event (``<base>?event=<entity>.<action>``), grouped by module.
+
+    Zoho Books does not say in a delivery which event fired, so each workflow rule event gets
+    its own webhook whose URL names it; the query is signed with the rest.
+    """
+    wanted = set(entities)
+    return [
+        {
+            "module": module,
+            "event": f"{entity}.{action}",
+            "url": f"{base_url}?event={entity}.{action}",
+        }
+        for entity, module in WEBHOOK_MODULES.items()
+        if entity in wanted
+        for action in actions
+    ]

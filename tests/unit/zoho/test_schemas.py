@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
@@ -150,3 +150,15 @@ def test_an_unreadable_timestamp_is_dropped_and_the_body_hash_dedupes_instead():
     assert event.entity_id == "1"
     assert event.last_modified_time is None
     assert event.dedupe_key.startswith("invoice:1:changed:sha256-")
+
+
+def test_every_printed_event_url_parses_as_its_event():
+    # `connector webhooks` prints these; an event it prints must never be "unknown".
+    from connector.zoho.schemas import _ID_KEYS, URL_EVENT_ACTIONS
+    from connector.zoho.webhooks import WEBHOOK_MODULES, webhook_event_urls
+
+    for row in webhook_event_urls("https://x/webhooks/zoho/z", WEBHOOK_MODULES, URL_EVENT_ACTIONS):
+        entity = row["event"].split(".", 1)[0]
+        body = json.dumps({entity: {_ID_KEYS[entity]: "7"}}).encode()
+        query = dict(parse_qsl(row["url"].split("?", 1)[1]))
+        assert parse_zoho_webhook(body, "application/json", query).event_kind == row["event"]
