@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -368,8 +368,7 @@ def receive_zoho(
     *,
     raw_body: bytes,
     content_type: str,
-    query: Mapping[str, str],
-    form: Mapping[str, str],
+    query: Iterable[tuple[str, str]],
     signature: str | None,
     backpressure: BackpressureCheck | None = None,
     sync_vendor_bills: bool = False,
@@ -378,13 +377,17 @@ def receive_zoho(
     """Authenticate, parse and store a Zoho Books webhook.
 
     ``sync_vendor_bills`` queues bill and vendor payment events (vendor totals are configured);
-    otherwise they are stored and recorded as not synced.
+    otherwise they are stored and recorded as not synced. ``query`` is the URL's pairs,
+    URL-decoded, repeated keys kept; a form-encoded body is read from ``raw_body``.
     """
-    from connector.zoho.schemas import parse_zoho_webhook
-    from connector.zoho.webhooks import verify_zoho_signature
+    from connector.zoho.schemas import UnknownEventError, parse_zoho_webhook
+    from connector.zoho.webhooks import signature_inputs, verify_zoho_signature
 
     cache = cache or ConnectionCache()
-    params = {**dict(query), **dict(form)}
+    query_pairs = list(query)
+    # Zoho signs the query and form pairs and then only a JSON body: a form body is signed as
+    # its decoded pairs, never as its raw bytes (reference section 7.3).
+    signed_pairs, signed_body = signature_inputs(query_pairs, content_type, raw_body)
 
     def check(connection: IntakeConnection) -> str | None:
         if not connection.secret.get("secret"):
@@ -392,8 +395,8 @@ def receive_zoho(
         try:
             verify_zoho_signature(
                 str(connection.secret["secret"]),
-                params=params,
-                raw_body=raw_body,
+                params=signed_pairs,
+                raw_body=signed_body,
                 signature_header=signature,
                 algorithm=str(connection.options.get("webhook_algorithm", "sha256")),
                 encoding=str(connection.options.get("webhook_encoding", "hex")),
@@ -408,7 +411,9 @@ def receive_zoho(
             return IntakeResult(401, "not authenticated: no webhook secret configured")
         return IntakeResult(401, "not authenticated")
     try:
-        event = parse_zoho_webhook(raw_body, content_type, params)
+        event = parse_zoho_webhook(raw_body, content_type, dict(query_pairs))
+    except UnknownEventError as exc:
+        return _not_synced(session, connection, "zoho", exc.entity, exc.entity_id, str(exc))
     except PayloadError as exc:
         return _not_synced(session, connection, "zoho", "unknown", "", f"bad payload: {exc}")
     if event.organization_id and str(event.organization_id) != connection.external_id:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -18,6 +17,7 @@ from connector.intake import (
     vendor_totals_enabled,
 )
 from connector.sync import service
+from connector.zoho.webhooks import decode_pairs
 from web import get_context
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -75,9 +75,8 @@ def zoho(connection: str) -> Response:
     """Zoho Books webhook: HMAC-verified before anything is parsed."""
     context = get_context(current_app)
     raw = request.get_data(cache=True)
-    form: dict[str, Any] = {}
-    if request.mimetype == "application/x-www-form-urlencoded":
-        form = request.form.to_dict()
+    # Every query pair, repeated keys too: they are all signed, decoded as the form pairs are.
+    query = decode_pairs(request.query_string)
     result = _receive(
         lambda session: receive_zoho(
             session,
@@ -85,8 +84,7 @@ def zoho(connection: str) -> Response:
             connection,
             raw_body=raw,
             content_type=request.mimetype or "",
-            query=request.args.to_dict(),
-            form=form,
+            query=query,
             signature=request.headers.get("X-Zoho-Webhook-Signature"),
             backpressure=service.backpressure_check(context),
             sync_vendor_bills=vendor_totals_enabled(context.settings.config_path),

@@ -17,24 +17,30 @@ def webhooks(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from connector.pipedrive.service import webhook_url
+    from connector.zoho.schemas import URL_EVENT_ACTIONS
+    from connector.zoho.webhooks import webhook_event_urls
 
     context = get_context()
     public = context.settings.public_url
+    zoho_entities = _synced_zoho_entities(context.settings.config_path)
     rows: list[dict[str, Any]] = []
     with context.session() as session:
         store = context.store(session)
         for connection in store.list():
             secret = store.webhook_secret(connection)
             if connection.system == "zoho":
+                url = f"{public}/webhooks/zoho/{connection.name}"
                 rows.append(
                     {
                         "connection": connection.name,
                         "system": "zoho",
-                        "url": f"{public}/webhooks/zoho/{connection.name}",
+                        "url": url,
+                        "events": webhook_event_urls(url, zoho_entities, URL_EVENT_ACTIONS),
                         "secret": secret.get("secret", ""),
-                        "how": "Zoho Books > Settings > Automation > Webhooks: URL above, method POST, "
-                        "tick 'I want to secure this webhook' and paste the secret; attach it to "
-                        "workflow rules for Invoices, Contacts and Customer Payments (created, edited, deleted)",
+                        "how": "Zoho Books > Settings > Automation > Workflow Actions > Webhooks: "
+                        "one webhook per URL below, method POST, default payload (or form data), "
+                        "tick 'I want to secure this webhook' and paste the secret; attach each to "
+                        "the workflow rule of its module and event (updated = edited)",
                     }
                 )
             else:
@@ -55,17 +61,38 @@ def webhooks(ctx: click.Context, as_json: bool) -> None:
         return
     for row in rows:
         click.echo(f"{row['connection']} ({row['system']})")
-        click.echo(f"  URL:      {row['url']}")
         if row["system"] == "zoho":
-            click.echo(f"  secret:   {row['secret']}")
-        else:
-            click.echo(f"  user:     {row['username']}")
-            click.echo(f"  password: {row['password']}")
+            _echo_zoho(row)
+            continue
+        click.echo(f"  URL:      {row['url']}")
+        click.echo(f"  user:     {row['username']}")
+        click.echo(f"  password: {row['password']}")
         click.echo(f"  {row['how']}")
     if not rows:
         click.echo(
             "no connections yet: run `connector zoho connect` and `connector pipedrive connect`"
         )
+
+
+def _synced_zoho_entities(config_path: str | None) -> list[str]:
+    """The Zoho entities whose events are synced (vendor ones only with vendor totals on)."""
+    from connector.intake import SYNCED_ZOHO_ENTITIES, VENDOR_ENTITIES, vendor_totals_enabled
+
+    vendor = VENDOR_ENTITIES if vendor_totals_enabled(config_path) else frozenset()
+    return sorted(SYNCED_ZOHO_ENTITIES | vendor)
+
+
+def _echo_zoho(row: dict[str, Any]) -> None:
+    """The secret, then the URLs grouped by module, each alone after its event (to paste)."""
+    click.echo(f"  secret:   {row['secret']}")
+    click.echo(f"  {row['how']}")
+    module = None
+    for event in row["events"]:
+        if event["module"] != module:
+            module = event["module"]
+            click.echo(f"  {module}:")
+        action = event["event"].split(".", 1)[1]
+        click.echo(f"    {action:<8} {event['url']}")
 
 
 @webhooks.command("register")

@@ -11,7 +11,9 @@ Inbound webhooks come in two shapes (reference §7.2; the default envelope is UN
   ``{"event": "invoice.updated", "entity": "invoice", "entity_id": "...", "organization_id": "..."}``,
   as JSON or form-encoded.
 
-The event name may also arrive as a query parameter (``event_type`` or ``event``).
+The event name may also arrive as a query parameter: ``event`` on the per-event URLs that
+``connector webhooks`` prints (``?event=invoice.deleted``; it wins over the body), or
+``event_type``.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from connector.errors import PayloadError
 from connector.zoho.times import parse_zoho_time
 
 __all__ = [
+    "URL_EVENT_ACTIONS",
     "BillSchema",
     "ContactPersonSchema",
     "ContactSchema",
     "CustomerPaymentSchema",
     "InvoiceSchema",
     "OrganizationSchema",
+    "UnknownEventError",
     "VendorPaymentSchema",
     "ZohoWebhookEvent",
     "load_record",
@@ -351,6 +355,31 @@ _SCHEMAS: dict[str, Schema] = {
 }
 _EVENT_KEYS = ("event", "event_type")
 _MAX_ID = 64
+URL_EVENT_ACTIONS = ("created", "updated", "deleted")
+"""The actions of a per-event URL (``?event=<entity>.<action>``), one per workflow rule event."""
+_URL_ACTION_ALIASES = {
+    "created": "created",
+    "create": "created",
+    "updated": "updated",
+    "update": "updated",
+    # Zoho's workflow rules call an update "Edited".
+    "edited": "updated",
+    "edit": "updated",
+    "deleted": "deleted",
+    "delete": "deleted",
+}
+
+
+class UnknownEventError(PayloadError):
+    """The URL's ``event`` names no event of the record in the body.
+
+    Carries what the body says, so the delivery can be accepted and audited as not synced.
+    """
+
+    def __init__(self, message: str, *, entity: str, entity_id: str) -> None:
+        super().__init__(message)
+        self.entity = entity
+        self.entity_id = entity_id
 
 
 @dataclass(frozen=True)
@@ -408,6 +437,11 @@ def form_document(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         inner = _json_object(form[name])
         if inner is not None:
             rest = {k: v for k, v in form.items() if k != name}
+            if name.lower() in _ENTITY_ALIASES and name.lower() not in {
+                key.lower() for key in inner
+            }:
+                # A field named after the entity holds the entity itself: keep it under its name.
+                return {**rest, name: inner}
             return {**rest, **inner}
     return form
 
@@ -471,6 +505,19 @@ def _event_kind(raw: Any, entity: str) -> str:
     return f"{entity}.{text}"
 
 
+def _url_event_kind(value: str, entity: str, entity_id: str) -> str:
+    """``<entity>.<action>`` of a per-event URL, normalised; the entity must be the body's."""
+    name, _, action = value.strip().lower().partition(".")
+    if _ENTITY_ALIASES.get(name) == entity and action in _URL_ACTION_ALIASES:
+        return f"{entity}.{_URL_ACTION_ALIASES[action]}"
+    expected = ", ".join(f"{entity}.{a}" for a in URL_EVENT_ACTIONS)
+    raise UnknownEventError(
+        f"unknown event {value[:60]!r} for a {entity} (expected {expected})",
+        entity=entity,
+        entity_id=entity_id,
+    )
+
+
 def _dedupe_key(
     entity: str, entity_id: str, event_kind: str, modified: dt.datetime | None, body: bytes
 ) -> str:
@@ -494,17 +541,19 @@ def parse_zoho_webhook(
     Args:
         body: raw body bytes.
         content_type: the request's ``Content-Type``.
-        query: the request's query parameters (may carry ``event_type``/``organization_id``).
+        query: the request's query parameters: ``event`` (a per-event URL, which wins over
+            an event named in the body), ``event_type``, ``organization_id``.
 
     Raises:
+        UnknownEventError: the URL's ``event`` is not an event of the body's record.
         PayloadError: the body is not a Zoho webhook we understand; the message says why.
     """
     document = _document(body, content_type)
     raw_event = next(
         (
             source[key]
-            for source in (document, query)
-            for key in _EVENT_KEYS
+            for source, keys in ((document, _EVENT_KEYS), (query, ("event_type",)))
+            for key in keys
             if isinstance(source.get(key), str) and source.get(key)
         ),
         None,
@@ -542,7 +591,12 @@ def parse_zoho_webhook(
         raise PayloadError("entity_id is missing or not a string")
     if len(entity_id) > _MAX_ID or not entity_id.isprintable():
         raise PayloadError("entity_id is empty, too long or not printable")
-    event_kind = _event_kind(raw_event, entity)
+    if "event" in query:
+        # A per-event URL: the workflow rule's event, which the body does not say (a delete
+        # carries the same record and timestamp as the last edit).
+        event_kind = _url_event_kind(str(query["event"]), entity, entity_id)
+    else:
+        event_kind = _event_kind(raw_event, entity)
     if len(event_kind) > 60 or not event_kind.isprintable():
         raise PayloadError("the event name is too long or not printable")
     return ZohoWebhookEvent(

@@ -26,9 +26,11 @@ from connector.errors import ConfigError, InvalidSignatureError
 __all__ = [
     "SIGNATURE_HEADER",
     "canonical_string",
+    "decode_pairs",
     "sign_zoho_webhook",
     "signature_inputs",
     "verify_zoho_signature",
+    "webhook_event_urls",
 ]
 
 SIGNATURE_HEADER = "X-Zoho-Webhook-Signature"
@@ -144,6 +146,15 @@ def verify_zoho_signature(
         raise InvalidSignatureError("mismatch")
 
 
+def decode_pairs(raw: bytes) -> list[tuple[str, str]]:
+    """URL-decode a query string or form body into its pairs, repeated and blank keys kept.
+
+    The query and a form body go through this one decoder, so both are signed as the same
+    text whatever bytes arrive (invalid UTF-8 becomes U+FFFD on both sides).
+    """
+    return parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
 def signature_inputs(
     query: Params, content_type: str, raw_body: bytes
 ) -> tuple[list[tuple[str, str]], bytes]:
@@ -155,6 +166,37 @@ def signature_inputs(
     pairs = _pairs(query)
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime == "application/x-www-form-urlencoded":
-        form = parse_qsl(raw_body.decode("utf-8", errors="replace"), keep_blank_values=True)
-        return pairs + form, b""
+        return pairs + decode_pairs(raw_body), b""
     return pairs, raw_body
+
+
+WEBHOOK_MODULES = {
+    "contact": "Contacts",
+    "invoice": "Invoices",
+    "customerpayment": "Customer Payments",
+    "creditnote": "Credit Notes",
+    "bill": "Bills",
+    "vendorpayment": "Vendor Payments",
+}
+"""The Zoho Books module of each entity's workflow rules, in the order they are printed."""
+
+
+def webhook_event_urls(
+    base_url: str, entities: Iterable[str], actions: Iterable[str]
+) -> list[dict[str, str]]:
+    """One URL per event (``<base>?event=<entity>.<action>``), grouped by module.
+
+    Zoho Books does not say in a delivery which event fired, so each workflow rule event gets
+    its own webhook whose URL names it; the query is signed with the rest.
+    """
+    wanted = set(entities)
+    return [
+        {
+            "module": module,
+            "event": f"{entity}.{action}",
+            "url": f"{base_url}?event={entity}.{action}",
+        }
+        for entity, module in WEBHOOK_MODULES.items()
+        if entity in wanted
+        for action in actions
+    ]

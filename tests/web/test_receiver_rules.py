@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import pathlib
 from typing import Any
@@ -300,6 +301,103 @@ def test_zoho_delete_with_the_edit_timestamp_is_stored_and_processed_as_a_delete
     assert "invoice deleted in Zoho Books; removed from its deal's sums" in reasons
 
 
+@pytest.mark.parametrize(
+    "event",
+    ["invoice.voided", "invoice.", "invoice", "", "contact.deleted", "deal.deleted", "x" * 90],
+    ids=[
+        "unknown-action",
+        "no-action",
+        "no-dot",
+        "empty",
+        "other-entity",
+        "unknown-entity",
+        "long",
+    ],
+)
+def test_unknown_url_event_is_202_audited_and_not_queued(env, event):
+    # An authenticated delivery is never refused: Zoho would stop retrying the webhook.
+    w, client, queued, secret, _ = env
+    raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
+    answer = _zoho_post(client, secret, raw, query=[("event", event)])
+    assert answer.status_code == 202, answer.get_json()
+    assert "not synced: unknown event" in answer.get_json()["message"]
+    assert _events(w) == []
+    assert queued == []
+    (audit,) = _audits(w)
+    assert audit.reason.startswith("not synced: unknown event")
+    assert (audit.entity, audit.zoho_id) == ("invoice", "5")
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        ("invoice.created", "invoice.created"),
+        ("invoice.updated", "invoice.updated"),
+        ("Invoice.Edited", "invoice.updated"),
+        ("invoice.deleted", "invoice.deleted"),
+        ("invoices.deleted", "invoice.deleted"),
+    ],
+)
+def test_url_event_names_the_event_kind(env, event, kind):
+    w, client, queued, secret, _ = env
+    raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
+    answer = _zoho_post(client, secret, raw, query=[("event", event)])
+    assert answer.status_code == 202, answer.get_json()
+    assert [e.event_kind for e in _events(w)] == [kind]
+    assert len(queued) == 1
+
+
+def test_url_event_wins_over_an_event_in_the_body(env):
+    # The URL is what `connector webhooks` printed for this workflow rule; a body template
+    # copied between rules may still say "updated".
+    w, client, _queued, secret, _ = env
+    body = {"event": "invoice.updated", "entity": "invoice", "entity_id": "5"}
+    answer = _zoho_post(
+        client, secret, json.dumps(body).encode(), query=[("event", "invoice.deleted")]
+    )
+    assert answer.status_code == 202, answer.get_json()
+    assert [e.event_kind for e in _events(w)] == ["invoice.deleted"]
+
+
+def test_payment_delete_with_the_edit_timestamp_is_not_a_duplicate(env):
+    w, client, queued, secret, _ = env
+    record = {
+        "payment_id": "880001",
+        "last_modified_time": "2026-03-02T10:00:00+0000",
+        "invoices": [{"invoice_id": "4600001"}],
+    }
+    raw = json.dumps({"customerpayment": record}).encode()
+    for event in ("payment.updated", "customerpayment.deleted"):
+        answer = _zoho_post(client, secret, raw, query=[("event", event)])
+        assert answer.status_code == 202, answer.get_json()
+    assert [e.event_kind for e in _events(w)] == [
+        "customerpayment.updated",
+        "customerpayment.deleted",
+    ]
+    assert len(queued) == 2
+
+
+def test_zoho_contact_delete_with_the_edit_timestamp_is_processed_as_a_delete(env):
+    from connector.sync import service
+    from tests.harness import contact as contact_record
+
+    w, client, queued, secret, _ = env
+    org = w.zoho_orgs["us"]
+    (contact_id,) = w.zoho.bulk_create(org, "contacts", [contact_record("Gone Co")])
+    body = json.dumps({"contact": w.zoho.get_record(org, "contacts", contact_id)}).encode()
+    edited = _zoho_post(client, secret, body, query=[("event", "contact.updated")])
+    assert edited.status_code == 202, edited.get_json()
+    service.process_webhook_event(w.context, queued[-1][1][0])
+    w.zoho.delete_record(org, "contacts", contact_id)
+    deleted = _zoho_post(client, secret, body, query=[("event", "contact.deleted")])
+    assert deleted.status_code == 202, deleted.get_json()
+    assert len(queued) == 2
+    # The engine re-reads the contact: its 404 is the delete (Pipedrive records are kept).
+    assert service.process_webhook_event(w.context, queued[-1][1][0]) == "skipped"
+    reasons = [a.reason for a in _audits(w)]
+    assert reasons[-1] == "deleted in Zoho Books; Pipedrive records are kept"
+
+
 def test_zoho_event_query_is_signed(env):
     _w, client, _queued, secret, _ = env
     raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
@@ -325,6 +423,146 @@ def test_form_encoded_zoho_webhook_with_a_wrong_signature_is_401(env):
         data=urlencode(form),
         content_type="application/x-www-form-urlencoded",
         headers={"X-Zoho-Webhook-Signature": signature},
+    )
+    assert answer.status_code == 401
+    assert _events(w) == []
+
+
+def _zoho_form_post(
+    client,
+    secret: str,
+    form: list[tuple[str, str]],
+    *,
+    query: list[tuple[str, str]] | None = None,
+    signed: list[tuple[str, str]] | None = None,
+):
+    """A form-encoded delivery signed as Zoho does: query and form pairs, no body (section 7.3)."""
+    query = query or []
+    signature = sign_zoho_webhook(
+        secret, params=signed if signed is not None else query + form, raw_body=b""
+    )
+    return client.post(
+        "/webhooks/zoho/zoho-us?" + urlencode(query),
+        data=urlencode(form),
+        content_type="application/x-www-form-urlencoded; charset=utf-8",
+        headers={"X-Zoho-Webhook-Signature": signature},
+    )
+
+
+def test_signed_form_encoded_zoho_webhook_is_accepted_and_queued(env):
+    w, client, queued, secret, _ = env
+    record = {"invoice_id": "4600007", "last_modified_time": "2026-03-02T10:00:00+0000"}
+    form = [("JSONString", json.dumps({"invoice": record})), ("note", "a+b c&d")]
+    answer = _zoho_form_post(client, secret, form, query=[("event", "invoice.updated")])
+    assert answer.status_code == 202, answer.get_json()
+    (event,) = _events(w)
+    assert (event.entity, event.entity_id, event.event_kind, event.status) == (
+        "invoice",
+        "4600007",
+        "invoice.updated",
+        "queued",
+    )
+    assert queued == [("workers.tasks.process_webhook_event", [event.id], "webhooks")]
+
+
+def test_signed_form_encoded_placeholder_fields_are_accepted(env):
+    w, client, queued, secret, _ = env
+    form = [("entity", "contact"), ("entity_id", "460000000012"), ("event", "contact.created")]
+    answer = _zoho_form_post(client, secret, form)
+    assert answer.status_code == 202, answer.get_json()
+    (event,) = _events(w)
+    assert (event.entity, event.entity_id, event.event_kind) == (
+        "contact",
+        "460000000012",
+        "contact.created",
+    )
+    assert len(queued) == 1
+
+
+def test_form_and_query_pairs_of_the_same_key_are_both_signed(env):
+    # A merge of query and form into one mapping lost one of them, so the signature never fit.
+    w, client, queued, secret, _ = env
+    org = w.connection("zoho-us").external_id
+    form = [("organization_id", org), ("entity", "invoice"), ("entity_id", "77")]
+    answer = _zoho_form_post(client, secret, form, query=[("organization_id", org)])
+    assert answer.status_code == 202, answer.get_json()
+    assert len(queued) == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["changed-value", "added-pair", "signed-as-raw-body"],
+)
+def test_tampered_form_encoded_zoho_webhook_is_401(env, tamper):
+    w, client, queued, secret, _ = env
+    form = [("entity", "invoice"), ("entity_id", "77"), ("event", "invoice.updated")]
+    if tamper == "changed-value":
+        answer = _zoho_form_post(
+            client, secret, [*form[:1], ("entity_id", "78"), *form[2:]], signed=form
+        )
+    elif tamper == "added-pair":
+        answer = _zoho_form_post(client, secret, [*form, ("extra", "1")], signed=form)
+    else:
+        signature = sign_zoho_webhook(secret, params=form, raw_body=urlencode(form).encode())
+        answer = client.post(
+            "/webhooks/zoho/zoho-us",
+            data=urlencode(form),
+            content_type="application/x-www-form-urlencoded",
+            headers={"X-Zoho-Webhook-Signature": signature},
+        )
+    assert answer.status_code == 401
+    assert _events(w) == []
+    assert queued == []
+
+
+@pytest.mark.parametrize("body_format", ["form", "default", "placeholder"])
+def test_simulator_deliveries_to_a_per_event_url_verify(env, body_format):
+    # The simulator signs with its own code (connector/sandbox), not the receiver's.
+    from connector.sandbox.zoho_webhooks import WebhookConfig, WebhookSender
+
+    w, client, queued, secret, _ = env
+    org = w.connection("zoho-us").external_id
+    config = WebhookConfig(
+        organization_id=org,
+        url="http://receiver/webhooks/zoho/zoho-us?event=invoice.deleted",
+        secret=secret,
+        body_format=body_format,
+        event_param=None,
+    )
+    record = {"invoice_id": "4600009", "last_modified_time": "2026-03-02T10:00:00+0000"}
+    delivery = WebhookSender().build(
+        config,
+        entity="invoice",
+        action="deleted",
+        entity_id="4600009",
+        record=record,
+        now=dt.datetime(2026, 3, 2, tzinfo=dt.UTC),
+    )
+    answer = client.post(
+        delivery.url.removeprefix("http://receiver"), data=delivery.body, headers=delivery.headers
+    )
+    assert answer.status_code == 202, answer.get_json()
+    (event,) = _events(w)
+    assert (event.entity_id, event.event_kind) == ("4600009", "invoice.deleted")
+    assert len(queued) == 1
+
+
+def test_json_webhook_signed_with_its_event_query_is_accepted(env):
+    _w, client, queued, secret, _ = env
+    raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
+    answer = _zoho_post(client, secret, raw, query=[("event", "invoice.deleted")])
+    assert answer.status_code == 202, answer.get_json()
+    assert len(queued) == 1
+
+
+def test_json_webhook_signed_without_its_event_query_is_401(env):
+    w, client, _queued, secret, _ = env
+    raw = json.dumps({"invoice": {"invoice_id": "5"}}).encode()
+    answer = client.post(
+        "/webhooks/zoho/zoho-us?event=invoice.deleted",
+        data=raw,
+        content_type="application/json",
+        headers={"X-Zoho-Webhook-Signature": sign_zoho_webhook(secret, params={}, raw_body=raw)},
     )
     assert answer.status_code == 401
     assert _events(w) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
@@ -100,6 +100,18 @@ def test_placeholder_json_and_form_payloads():
     assert from_form.dedupe_key.startswith("invoice:5:deleted:sha256-")
 
 
+@pytest.mark.parametrize("field", ["JSONString", "payload", "invoice", "Invoice", "data"])
+def test_form_field_carrying_the_entity_json_is_read_whatever_its_name(field):
+    # Zoho's form body option puts the document in a field the user names; an entity-named
+    # field may hold the entity itself ({"invoice_id": ...}) rather than {"invoice": {...}}.
+    record = {"invoice_id": "5", "last_modified_time": "2024-01-01T00:00:00+0000"}
+    inner = record if field.lower() == "invoice" else {"invoice": record}
+    body = urlencode({field: json.dumps(inner), "source": "zoho"}).encode()
+    event = parse_zoho_webhook(body, "application/x-www-form-urlencoded", {})
+    assert (event.entity, event.entity_id) == ("invoice", "5")
+    assert event.last_modified_time == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
 def test_delete_and_update_with_the_same_timestamp_do_not_collide():
     body = json.dumps(
         {"invoice": {"invoice_id": "5", "last_modified_time": "2024-01-01T00:00:00+0000"}}
@@ -138,3 +150,15 @@ def test_an_unreadable_timestamp_is_dropped_and_the_body_hash_dedupes_instead():
     assert event.entity_id == "1"
     assert event.last_modified_time is None
     assert event.dedupe_key.startswith("invoice:1:changed:sha256-")
+
+
+def test_every_printed_event_url_parses_as_its_event():
+    # `connector webhooks` prints these; an event it prints must never be "unknown".
+    from connector.zoho.schemas import _ID_KEYS, URL_EVENT_ACTIONS
+    from connector.zoho.webhooks import WEBHOOK_MODULES, webhook_event_urls
+
+    for row in webhook_event_urls("https://x/webhooks/zoho/z", WEBHOOK_MODULES, URL_EVENT_ACTIONS):
+        entity = row["event"].split(".", 1)[0]
+        body = json.dumps({entity: {_ID_KEYS[entity]: "7"}}).encode()
+        query = dict(parse_qsl(row["url"].split("?", 1)[1]))
+        assert parse_zoho_webhook(body, "application/json", query).event_kind == row["event"]
