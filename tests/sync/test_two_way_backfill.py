@@ -126,3 +126,27 @@ def test_an_unroutable_organization_becomes_a_routing_review_item(w):
         assert item.kind == "routing"
         assert "Nowhere Ltd" in item.summary
     assert "Nowhere Ltd" not in _contacts(w, "eu") + _contacts(w, "us")
+
+
+def test_sixty_customers_every_contact_person_becomes_a_person_and_twice_writes_nothing(w):
+    # Issue 13's done-when on the sandbox that follows the v2 write schema ("name" required,
+    # first_name/last_name refused): 0 of 90 persons were created when the client sent parts.
+    us = w.zoho_orgs["us"]
+    customers = [contact(f"Sixty{i:02d} Trading", persons=1 + i % 2) for i in range(60)]
+    w.zoho.bulk_create(us, "contacts", customers)
+    expected = sorted(
+        f"{p['first_name']} {p['last_name']}" for c in customers for p in c["contact_persons"]
+    )
+    assert len(expected) == 90
+    state = _backfill()
+    assert state["failed"] == 0
+    persons = w.pd_records("persons")
+    sixty = sorted(p["name"] for p in persons if p["name"].split()[-1].startswith("Sixty"))
+    assert sixty == expected
+    assert all(p["org_id"] for p in persons)
+    assert len(_contacts(w, "eu")) == 2  # the Pipedrive-only organizations, once each
+    pd_writes, zoho_writes, audit_id = w.pd_writes(), _zoho_writes(w), _last_audit_id(w)
+    again = _backfill()
+    assert (again["applied"], again["failed"]) == (0, 0)
+    assert (w.pd_writes(), _zoho_writes(w)) == (pd_writes, zoho_writes)
+    assert _writes_audited(w, audit_id) == []
