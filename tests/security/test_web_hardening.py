@@ -1,0 +1,156 @@
+"""The receiver and the pages under conditions an operator or an attacker can cause: a secret key
+that cannot decrypt the stored connections, the database or Redis down, sessions across
+processes and after logout, hostile input, missing headers.
+
+Each test names the defence it holds (see docs/security-hardening.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from connector.context import AppContext
+from connector.crypto import generate_key
+from connector.sandbox.processes import free_port
+from connector.settings import Secret
+from connector.zoho.webhooks import SIGNATURE_HEADER, sign_zoho_webhook
+from tests.harness import World, world
+from web import create_app
+
+QUERY = {"event_type": "invoice.updated"}
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Env:
+    world: World
+    queued: list[tuple[str, list[Any], str]]
+    zoho_secret: str
+
+    def app(self, context: AppContext | None = None, **config: Any) -> Flask:
+        """A fresh app, as another gunicorn process would build it."""
+        return create_app(
+            {
+                "CONNECTOR_CONTEXT": context or self.world.context,
+                "CONNECTOR_ENQUEUE": lambda task, args, queue: self.queued.append(
+                    (task, args, queue)
+                ),
+                **config,
+            }
+        )
+
+
+@pytest.fixture
+def env(tmp_path, redis_url) -> Iterator[Env]:
+    extra = {"CONNECTOR_ADMIN_PASSWORD": PASSWORD}
+    with world(f"sqlite:///{tmp_path / 'c.db'}", redis_url, settings_extra=extra) as w:
+        with w.context.session() as session:
+            store = w.context.store(session)
+            secret = str(store.webhook_secret(store.get("zoho-us"))["secret"])
+        yield Env(w, [], secret)
+
+
+def _invoice(w: World) -> bytes:
+    return json.dumps(
+        {
+            "invoice": {
+                "invoice_id": "4600001",
+                "last_modified_time": "2026-03-02T10:00:00+0000",
+                "organization_id": w.zoho_orgs["us"],
+            }
+        }
+    ).encode()
+
+
+def _post_zoho(client: FlaskClient, raw: bytes, secret: str) -> Any:
+    signature = sign_zoho_webhook(secret, params=QUERY, raw_body=raw)
+    return client.post(
+        "/webhooks/zoho/zoho-us",
+        query_string=QUERY,
+        data=raw,
+        content_type="application/json",
+        headers={SIGNATURE_HEADER: signature},
+    )
+
+
+def _context_with(env: Env, **changes: Any) -> AppContext:
+    return AppContext(settings=dataclasses.replace(env.world.context.settings, **changes))
+
+
+def _closed_port_settings(env: Env, *, database: bool = False, redis: bool = False) -> AppContext:
+    port = free_port()
+    settings = env.world.context.settings
+    return _context_with(
+        env,
+        database_url=(
+            f"postgresql+psycopg2://postgres@127.0.0.1:{port}/nothing"
+            if database
+            else settings.database_url
+        ),
+        redis_url=f"redis://127.0.0.1:{port}/0" if redis else settings.redis_url,
+    )
+
+
+# Medium 4: a key that cannot decrypt, the database or Redis down ------------------------------
+
+
+def test_wrong_secret_key_makes_webhooks_answer_503_with_retry_after(env):
+    wrong = _context_with(env, secret_keys=(Secret(generate_key()),))
+    client = env.app(wrong).test_client()
+    answer = _post_zoho(client, _invoice(env.world), env.zoho_secret)
+    assert answer.status_code == 503, answer.get_data(as_text=True)
+    assert int(answer.headers["Retry-After"]) > 0
+    assert env.queued == []
+    pipedrive = client.post(
+        "/webhooks/pipedrive/pipedrive",
+        data=b"{}",
+        content_type="application/json",
+        headers={"Authorization": "Basic dXNlcjpwYXNz"},
+    )
+    assert pipedrive.status_code == 503
+    assert "Retry-After" in pipedrive.headers
+
+
+def test_wrong_secret_key_makes_readyz_not_ready_naming_the_connection(env):
+    wrong = _context_with(env, secret_keys=(Secret(generate_key()),))
+    client = env.app(wrong).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.get_json()
+    assert body["status"] == "not ready"
+    assert "the key cannot decrypt connection zoho-us" in body["checks"]["connections"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_is_ready_and_checks_connections_with_the_right_key(env):
+    ready = env.app().test_client().get("/readyz")
+    assert ready.status_code == 200, ready.get_json()
+    assert ready.get_json()["checks"]["connections"] == "ok"
+
+
+def test_database_down_makes_webhooks_and_readyz_answer_503(env):
+    client = env.app(_closed_port_settings(env, database=True)).test_client()
+    answer = _post_zoho(client, _invoice(env.world), env.zoho_secret)
+    assert answer.status_code == 503
+    assert "Retry-After" in answer.headers
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["database"].startswith("error")
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_without_redis_is_not_ready_instead_of_500(env):
+    client = env.app(_closed_port_settings(env, redis=True)).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503, ready.get_data(as_text=True)
+    checks = ready.get_json()["checks"]
+    assert checks["redis"].startswith("error")
+    assert checks["broker"].startswith("error")
