@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -154,3 +155,57 @@ def test_readyz_without_redis_is_not_ready_instead_of_500(env):
     checks = ready.get_json()["checks"]
     assert checks["redis"].startswith("error")
     assert checks["broker"].startswith("error")
+
+
+# Medium 2: one session for every process; logout ends it server-side ---------------------------
+
+COOKIE = "connector_session"
+
+
+def _csrf(client: FlaskClient, path: str = "/login") -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text)
+    assert match, f"no CSRF field on {path}"
+    return match.group(1)
+
+
+def _log_in(client: FlaskClient) -> str:
+    answer = client.post("/login", data={"csrf_token": _csrf(client), "password": PASSWORD})
+    assert answer.status_code == 302, answer.text
+    cookie = client.get_cookie(COOKIE)
+    assert cookie is not None
+    return cookie.value
+
+
+def _with_cookie(app: Flask, value: str) -> FlaskClient:
+    client = app.test_client()
+    client.set_cookie(COOKIE, value)
+    return client
+
+
+def test_session_opened_on_one_process_is_valid_on_another(env):
+    # Two apps built separately, as two gunicorn workers (or two dynos) build theirs.
+    first, second = env.app(TESTING=True), env.app(TESTING=True)
+    cookie = _log_in(first.test_client())
+    answer = _with_cookie(second, cookie).get("/review")
+    assert answer.status_code == 200, answer.headers.get("Location")
+
+
+def test_logout_ends_the_session_for_a_replayed_cookie(env):
+    first, second = env.app(TESTING=True), env.app(TESTING=True)
+    client = first.test_client()
+    cookie = _log_in(client)
+    token = _csrf(client, "/review")
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    for app in (first, second):
+        replayed = _with_cookie(app, cookie).get("/review")
+        assert replayed.status_code == 302
+        assert replayed.headers["Location"].startswith("/login")
+
+
+def test_a_new_login_does_not_revive_a_logged_out_cookie(env):
+    app = env.app(TESTING=True)
+    client = app.test_client()
+    old = _log_in(client)
+    client.post("/logout", data={"csrf_token": _csrf(client, "/review")})
+    _log_in(app.test_client())
+    assert _with_cookie(app, old).get("/review").status_code == 302
