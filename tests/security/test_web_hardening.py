@@ -209,3 +209,91 @@ def test_a_new_login_does_not_revive_a_logged_out_cookie(env):
     client.post("/logout", data={"csrf_token": _csrf(client, "/review")})
     _log_in(app.test_client())
     assert _with_cookie(app, old).get("/review").status_code == 302
+
+
+# Low: no 500 for any input ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_env(postgres_url, redis_url) -> Iterator[Env]:
+    # PostgreSQL refuses NUL characters and bounds integers: what would only fail in production
+    # fails here too.
+    extra = {"CONNECTOR_ADMIN_PASSWORD": PASSWORD}
+    with world(postgres_url, redis_url, settings_extra=extra) as w:
+        with w.context.session() as session:
+            store = w.context.store(session)
+            secret = str(store.webhook_secret(store.get("zoho-us"))["secret"])
+        yield Env(w, [], secret)
+        w.context.close()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"invoice": ' * 5_000 + b"1" + b"}" * 5_000,
+        b'{"invoice": {"invoice_id": "46\\u0000", "organization_id": "1\\u0000"}}',
+        b'{"invoice": {"invoice_id": "46\x00"}}',
+        b'{"invoice": {"invoice_id": "\xff\xfe\xfa"}}',
+        b"\xff" * 64,
+        b'{"invoice": {"invoice_id": 1e999999, "last_modified_time": "\\ud800"}}',
+    ],
+    ids=["nested-arrays", "nested-objects", "escaped-nul", "raw-nul", "bad-utf8", "binary", "odd"],
+)
+def test_signed_hostile_bodies_never_get_a_5xx(pg_env, raw):
+    client = pg_env.app().test_client()
+    answer = _post_zoho(client, raw, pg_env.zoho_secret)
+    assert answer.status_code < 500, answer.get_data(as_text=True)[:300]
+
+
+def _logged_in(env: Env) -> FlaskClient:
+    client = env.app().test_client()
+    _log_in(client)
+    return client
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/history?page=99999999999999999999",
+        "/history?page=-3",
+        "/history?page=abc",
+        "/history?page=9223372036854775807",
+        "/history?connection=99999999999999999999",
+        "/history?text=%00",
+        "/history?entity=%00&outcome=%FF",
+        "/records/zoho/contact/%00",
+        "/records/zoho/contact/%FF%FE",
+        "/records/pipedrive/deal/" + "9" * 5000,
+        "/records/zoho/%00/1",
+        "/dead-letters?show=%00",
+        "/review/abc/link",
+        "/dead-letters/abc/retry",
+    ],
+)
+def test_pages_never_answer_5xx_for_hostile_urls(pg_env, path):
+    client = _logged_in(pg_env)
+    answer = client.get(path)
+    assert answer.status_code < 500, answer.get_data(as_text=True)[:300]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/review/99999999999999999999/ignore", "/dead-letters/99999999999999999999/retry"],
+)
+def test_actions_on_out_of_range_ids_never_answer_5xx(pg_env, path):
+    client = _logged_in(pg_env)
+    token = _csrf(client, "/review")
+    answer = client.post(path, data={"csrf_token": token})
+    assert answer.status_code < 500, answer.get_data(as_text=True)[:300]
+
+
+def test_pages_answer_503_while_the_database_is_down(env):
+    client = env.app().test_client()
+    _log_in(client)
+    cookie = client.get_cookie(COOKIE)
+    assert cookie is not None
+    down = env.app(_closed_port_settings(env, database=True)).test_client()
+    down.set_cookie(COOKIE, cookie.value)
+    for path in ("/", "/login", "/history"):
+        assert down.get(path).status_code == 503, path
