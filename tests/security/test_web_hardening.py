@@ -297,3 +297,116 @@ def test_pages_answer_503_while_the_database_is_down(env):
     down.set_cookie(COOKIE, cookie.value)
     for path in ("/", "/login", "/history"):
         assert down.get(path).status_code == 503, path
+
+
+# Low: security headers and cookie flags --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/login", "/", "/history", "/records/zoho/contact/1", "/nothing-here"]
+)
+def test_every_html_page_carries_the_security_headers(env, path):
+    client = env.app().test_client()
+    if path != "/login":
+        _log_in(client)
+    answer = client.get(path)
+    assert answer.mimetype == "text/html", (path, answer.status_code)
+    policy = answer.headers["Content-Security-Policy"]
+    for directive in ("default-src 'self'", "frame-ancestors 'none'", "object-src 'none'"):
+        assert directive in policy
+    assert "script-src 'unsafe-inline'" not in policy
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert answer.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_webhook_and_health_answers_are_not_sniffable(env):
+    client = env.app().test_client()
+    assert client.get("/healthz").headers["X-Content-Type-Options"] == "nosniff"
+    answer = client.post("/webhooks/zoho/zoho-us", data=b"{}", content_type="application/json")
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_session_cookie_is_httponly_samesite_lax_and_secure_behind_https(env):
+    # The world's CONNECTOR_PUBLIC_URL is https.
+    client = env.app().test_client()
+    client.post("/login", data={"csrf_token": _csrf(client), "password": PASSWORD})
+    cookie = client.get_cookie(COOKIE)
+    assert cookie is not None
+    assert cookie.http_only
+    assert cookie.secure
+    assert cookie.same_site == "Lax"
+
+
+# Low: login throttling per client address, through trusted proxies only ------------------------
+
+
+def _proxied_env(env: Env, trusted: int) -> Flask:
+    settings = dataclasses.replace(env.world.context.settings, trusted_proxies=trusted)
+    return env.app(AppContext(settings=settings))
+
+
+def _login_from(app: Flask, forwarded_for: str, password: str, proxy: str = "10.0.0.1") -> int:
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = proxy
+    headers = {"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "https"}
+    token = _csrf_with(client, headers)
+    answer = client.post(
+        "/login", data={"csrf_token": token, "password": password}, headers=headers
+    )
+    return answer.status_code
+
+
+def _csrf_with(client: FlaskClient, headers: dict[str, str]) -> str:
+    match = re.search(
+        r'name="csrf_token" value="([^"]+)"', client.get("/login", headers=headers).text
+    )
+    assert match
+    return match.group(1)
+
+
+def test_login_throttle_behind_a_trusted_proxy_does_not_lock_out_other_addresses(env):
+    from web import auth
+
+    app = _proxied_env(env, trusted=1)
+    for _ in range(auth.LOGIN_ATTEMPTS):
+        assert _login_from(app, "203.0.113.5", "wrong") == 401
+    assert _login_from(app, "203.0.113.5", PASSWORD) == 429
+    # Every client comes through the same proxy; the admin elsewhere still gets in.
+    assert _login_from(app, "198.51.100.7", PASSWORD) == 302
+
+
+def test_login_throttle_ignores_forwarded_for_without_trusted_proxies(env):
+    from web import auth
+
+    app = _proxied_env(env, trusted=0)
+    for attempt in range(auth.LOGIN_ATTEMPTS):
+        assert _login_from(app, f"192.0.2.{attempt}", "wrong", proxy="203.0.113.9") == 401
+    # A fresh spoofed X-Forwarded-For does not buy fresh attempts.
+    assert _login_from(app, "192.0.2.200", PASSWORD, proxy="203.0.113.9") == 429
+
+
+def test_login_throttle_uses_the_address_the_trusted_proxy_appended(env):
+    from web import auth
+
+    app = _proxied_env(env, trusted=1)
+    for attempt in range(auth.LOGIN_ATTEMPTS):
+        spoofed = f"192.0.2.{attempt}, 203.0.113.5"
+        assert _login_from(app, spoofed, "wrong") == 401
+    assert _login_from(app, "192.0.2.250, 203.0.113.5", PASSWORD) == 429
+
+
+def test_trusted_proxies_setting_is_validated():
+    from connector.errors import ConfigError
+    from connector.settings import Settings
+
+    base = {"CONNECTOR_SECRET_KEY": generate_key()}
+    assert Settings.from_env(base, dotenv_path=None).trusted_proxies == 0
+    assert (
+        Settings.from_env(
+            {**base, "CONNECTOR_TRUSTED_PROXIES": "2"}, dotenv_path=None
+        ).trusted_proxies
+        == 2
+    )
+    with pytest.raises(ConfigError, match="CONNECTOR_TRUSTED_PROXIES"):
+        Settings.from_env({**base, "CONNECTOR_TRUSTED_PROXIES": "-1"}, dotenv_path=None)
