@@ -19,3 +19,6 @@ if hasattr(gthread, "DEFAULT_WORKER_DATA_TIMEOUT"):
 # gunicorn's runtime control socket (in the home directory) is not needed here: one less
 # interface to secure, and several instances on one host do not fight over its path.
 control_socket_disable = True
+
+# The access log must never hold the webhook Basic credentials, the OAuth code or any token.
+logger_class = "web.access_log.RedactingLogger"

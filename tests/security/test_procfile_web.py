@@ -6,6 +6,7 @@ port. Requests go through ``http.client``: the harness mocks ``requests`` for th
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -41,6 +42,7 @@ class Web:
     port: int
     secret: str
     group: ProcessGroup
+    log_dir: Path
 
     def connection(self, timeout: float) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -85,7 +87,7 @@ def web(tmp_path: Path, redis_url: str) -> Iterator[Web]:
         env.pop("WEB_CONCURRENCY", None)
         group = ProcessGroup(tmp_path, env)
         group.start("web", ["sh", "-c", f"exec {procfile_command('web')}"])
-        handle = Web(w, port, secret, group)
+        handle = Web(w, port, secret, group, tmp_path)
         try:
             wait_for("the Procfile's web process", lambda: _ready(handle), timeout=60)
             yield handle
@@ -138,3 +140,46 @@ def test_procfile_web_sets_threads_and_timeouts():
     for option in ("--worker-class gthread", "--threads", "--timeout", "--graceful-timeout"):
         assert option in command, option
     assert "--keep-alive" in command
+
+
+def _request(web: Web, method: str, path: str, headers: dict[str, str]) -> int:
+    connection = web.connection(5)
+    try:
+        connection.request(method, path, body=b"{}" if method == "POST" else None, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_access_log_holds_no_credentials_code_or_token(web: Web):
+    basic = base64.b64encode(b"hook-user-7f3a:hook-password-9c2e").decode()
+    _request(
+        web,
+        "POST",
+        "/webhooks/pipedrive/pipedrive",
+        {"Authorization": f"Basic {basic}", "Content-Type": "application/json"},
+    )
+    _request(
+        web,
+        "GET",
+        "/oauth/zoho/callback?code=1000.grantcode0123456789&state=state-5e1d&location=us",
+        {"Referer": "https://accounts.zoho.com/?code=1000.referercode42"},
+    )
+    _request(web, "GET", "/healthz?token=tok-8b1c&access_token=at-3d9f", {})
+    _request(web, "GET", "/metrics", {"Authorization": "Bearer metrics-token-6a2b"})
+    web.group.stop_all()  # flushes the log
+    log = (web.log_dir / "web.log").read_text()
+    assert "/webhooks/pipedrive/pipedrive" in log
+    assert "/oauth/zoho/callback" in log
+    for secret in (
+        "hook-user-7f3a",
+        "hook-password-9c2e",
+        basic,
+        "1000.grantcode0123456789",
+        "state-5e1d",
+        "1000.referercode42",
+        "tok-8b1c",
+        "at-3d9f",
+        "metrics-token-6a2b",
+    ):
+        assert secret not in log, secret
