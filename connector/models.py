@@ -21,6 +21,7 @@ __all__ = [
     "ParkedJob",
     "ReviewItem",
     "SyncCursor",
+    "UiSession",
     "WebhookEvent",
     "utcnow",
 ]
@@ -281,3 +282,16 @@ class ReviewItem(Base):
     resolution: Mapped[str] = mapped_column(sa.Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class UiSession(Base):
+    """A signed-in status-page session, so that logging out ends it on every process.
+
+    Only a hash of the session id is stored: a read of this table cannot be replayed as a cookie.
+    """
+
+    __tablename__ = "ui_sessions"
+
+    id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)

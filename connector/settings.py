@@ -90,6 +90,8 @@ class Settings:
     flower_url: str = ""
     webhook_max_bytes: int = 256 * 1024
     webhook_backlog_limit: int = 10_000
+    # Reverse proxies in front of the web process whose X-Forwarded-For/-Proto are believed.
+    trusted_proxies: int = 0
     http_timeout: float = 30.0
     log_format: str = "auto"
     log_level: str = "INFO"
@@ -188,6 +190,7 @@ class Settings:
         for name, key, minimum in (
             ("CONNECTOR_WEBHOOK_MAX_BYTES", "webhook_max_bytes", 1024),
             ("CONNECTOR_WEBHOOK_BACKLOG_LIMIT", "webhook_backlog_limit", 1),
+            ("CONNECTOR_TRUSTED_PROXIES", "trusted_proxies", 0),
         ):
             raw = get(name)
             if not raw:

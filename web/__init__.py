@@ -44,8 +44,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Connections and their webhook secrets, kept per process for a few seconds.
     app.extensions["connector.connections"] = ConnectionCache()
 
-    from web import health, oauth, ui, webhooks
+    from web import health, oauth, security, ui, webhooks
 
+    security.install(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(oauth.bp)

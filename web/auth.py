@@ -1,7 +1,12 @@
 """Login for the status pages: one admin password, a session cookie, CSRF tokens, a rate limit.
 
 The password comes from ``CONNECTOR_ADMIN_PASSWORD``; only its hash is kept in the app. Without
-a password the pages answer 503 rather than opening up. The session cookie is ``HttpOnly``,
+a password the pages answer 503 rather than opening up.
+
+Every process signs cookies with the same key (derived from ``CONNECTOR_SECRET_KEY``) and ties a
+session to the password by a keyed digest that is the same everywhere, so a session opened on one
+gunicorn worker is valid on all of them. Each session also carries a random id whose hash is
+stored in ``ui_sessions``; logout deletes it, so a replayed cookie is refused on every process. The session cookie is ``HttpOnly``,
 ``SameSite=Lax`` and ``Secure``; ``Secure`` is dropped only when the app is in ``TESTING`` mode
 or ``CONNECTOR_PUBLIC_URL`` is plain http on localhost (a browser does not send a Secure cookie
 over http, so the pages could not be used there otherwise).
@@ -21,10 +26,12 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import redis
+import sqlalchemy as sa
 from flask import Flask, abort, current_app, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response
 
+from connector.models import UiSession, utcnow
 from web import get_context
 
 __all__ = [
@@ -57,6 +64,7 @@ SESSION_LIFETIME = dt.timedelta(hours=12)
 # Slows guessing when Redis cannot count failures.
 _FALLBACK_DELAY = 1.0
 _HASH_KEY = "connector.ui.password_hash"
+_MARKER_KEY = "connector.ui.password_marker"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -70,8 +78,14 @@ def secure_cookie_required(app: Flask) -> bool:
 
 def configure(app: Flask) -> None:
     """Hash the admin password and set the session cookie flags."""
-    password = get_context(app).settings.admin_password
+    context = get_context(app)
+    password = context.settings.admin_password
     app.extensions[_HASH_KEY] = generate_password_hash(password.reveal()) if password else None
+    app.extensions[_MARKER_KEY] = (
+        _password_marker(context.box.derive_key("admin-password-marker"), password.reveal())
+        if password
+        else None
+    )
     app.config.update(
         SESSION_COOKIE_NAME="connector_session",
         SESSION_COOKIE_HTTPONLY=True,
@@ -91,9 +105,20 @@ def password_configured() -> bool:
     return _password_hash() is not None
 
 
-def _password_marker(password_hash: str) -> str:
+def _password_marker(key: str, password: str) -> str:
     # Ties a session to the password it was opened with: changing the password logs everyone out.
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+    # Keyed and unsalted so every process computes the same marker (the salted hash differs per
+    # process, which made a session valid only on the worker that opened it).
+    return hmac.new(key.encode(), password.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _current_marker() -> str | None:
+    value = current_app.extensions.get(_MARKER_KEY)
+    return value if isinstance(value, str) else None
+
+
+def _id_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def check_password(candidate: str) -> bool:
@@ -103,28 +128,53 @@ def check_password(candidate: str) -> bool:
 
 
 def log_in() -> None:
-    """Start a fresh authenticated session (new CSRF token, nothing carried over)."""
-    password_hash = _password_hash()
-    assert password_hash is not None
+    """Start a fresh authenticated session (new id, new CSRF token, nothing carried over)."""
+    marker = _current_marker()
+    assert marker is not None
+    session_id = secrets.token_urlsafe(32)
+    now = utcnow()
+    with get_context(current_app).session() as db:
+        # Expired rows are dropped here, the only place rows are added.
+        db.execute(sa.delete(UiSession).where(UiSession.expires_at < now))
+        db.add(
+            UiSession(
+                id_hash=_id_hash(session_id), created_at=now, expires_at=now + SESSION_LIFETIME
+            )
+        )
     session.clear()
     session.permanent = True
     session["user"] = "admin"
-    session["pw"] = _password_marker(password_hash)
+    session["pw"] = marker
+    session["sid"] = session_id
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
 
 
 def log_out() -> None:
-    """Forget the session."""
+    """End the session on every process, then forget it in this cookie."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str):
+        with get_context(current_app).session() as db:
+            db.execute(sa.delete(UiSession).where(UiSession.id_hash == _id_hash(session_id)))
     session.clear()
 
 
 def is_logged_in() -> bool:
-    """The request carries a session opened with the current password."""
-    password_hash = _password_hash()
-    if password_hash is None or session.get("user") != "admin":
+    """The request carries a live session opened with the current password."""
+    expected = _current_marker()
+    if expected is None or session.get("user") != "admin":
         return False
-    marker = session.get("pw")
-    return isinstance(marker, str) and hmac.compare_digest(marker, _password_marker(password_hash))
+    marker, session_id = session.get("pw"), session.get("sid")
+    if not isinstance(marker, str) or not hmac.compare_digest(marker, expected):
+        return False
+    return isinstance(session_id, str) and _session_alive(session_id)
+
+
+def _session_alive(session_id: str) -> bool:
+    with get_context(current_app).session() as db:
+        found = db.scalar(
+            sa.select(UiSession.expires_at).where(UiSession.id_hash == _id_hash(session_id))
+        )
+    return found is not None and found > utcnow()
 
 
 def current_user() -> str:

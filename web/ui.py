@@ -41,6 +41,10 @@ bp = Blueprint("ui", __name__)
 logger = logging.getLogger(__name__)
 
 HISTORY_PAGE_SIZE = 50
+# Far beyond any real audit trail, and small enough that the OFFSET fits a bigint.
+MAX_HISTORY_PAGE = 1_000_000
+# Ids in URLs and filters beyond this cannot exist (the columns are 32-bit on PostgreSQL).
+MAX_ID = 2**31 - 1
 RECORD_HISTORY_LIMIT = 200
 DEAD_LETTER_LIMIT = 200
 # Endpoints reachable without a session (the login form itself).
@@ -87,8 +91,17 @@ def register(app: Flask) -> None:
 # Access -------------------------------------------------------------------------------------
 
 
+def _has_nul(values: Any) -> bool:
+    return any("\x00" in value for value in values)
+
+
 @bp.before_request
 def _guard() -> Response | tuple[str, int] | None:
+    # PostgreSQL refuses NUL in text: a NUL from a URL or form would otherwise end as a 500.
+    if "\x00" in request.path or _has_nul(request.args.values()):
+        abort(400, description="The address contains a NUL character.")
+    if request.method == "POST" and _has_nul(request.form.values()):
+        abort(400, description="The form contains a NUL character.")
     if not auth.password_configured():
         return (
             render_template(
@@ -115,6 +128,15 @@ def _template_globals() -> dict[str, Any]:
 @bp.errorhandler(400)
 def _bad_request(error: HTTPException) -> tuple[str, int]:
     return render_template("unavailable.html", message=error.description, title="Bad request"), 400
+
+
+@bp.errorhandler(sa.exc.OperationalError)
+@bp.errorhandler(sa.exc.InterfaceError)
+def _database_unavailable(_: Exception) -> tuple[str, int, dict[str, str]]:
+    logger.error("ui.database-unavailable")
+    message = "The database is unreachable; the pages come back by themselves when it is."
+    page = render_template("unavailable.html", message=message, title="Database unavailable")
+    return page, 503, {"Retry-After": "30"}
 
 
 def _safe_next(target: str | None) -> str:
@@ -261,8 +283,10 @@ def history() -> str:
     """The audit trail, newest first, filtered and paginated."""
     context = get_context(current_app)
     args = request.args
-    page = max(1, args.get("page", 1, type=int) or 1)
+    page = min(MAX_HISTORY_PAGE, max(1, args.get("page", 1, type=int) or 1))
     connection_id = args.get("connection", type=int)
+    if connection_id is not None and not 0 <= connection_id <= MAX_ID:
+        connection_id = 0  # matches nothing, like any other unknown connection
     filters = {
         "connection": "" if connection_id is None else str(connection_id),
         "entity": args.get("entity", "").strip(),

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.orm import Session
 
+from connector.errors import CredentialError
 from connector.intake import (
     ConnectionCache,
     IntakeResult,
@@ -126,6 +127,19 @@ def database_unavailable(_: Exception) -> Response:
     )
     response.status_code = 503
     response.headers["Retry-After"] = "30"
+    return response
+
+
+@bp.errorhandler(CredentialError)
+def credentials_unreadable(_: Exception) -> Response:
+    """The configured key cannot decrypt a connection's webhook secret: an operator must fix the
+    key, and the sender must retry once they have (a 500 would read as a bug to fix here)."""
+    logger.error("webhook.credentials-unreadable: check CONNECTOR_SECRET_KEY (see /readyz)")
+    response = jsonify(
+        {"status": 503, "message": "temporarily unable to verify webhooks; retry later"}
+    )
+    response.status_code = 503
+    response.headers["Retry-After"] = "60"
     return response
 
 

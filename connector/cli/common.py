@@ -8,9 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import redis
+import sqlalchemy as sa
 
 from connector.context import AppContext
 from connector.errors import ConfigError, ConnectorError
+from connector.logs import redact
 
 __all__ = ["echo_json", "fail", "get_context", "run_main"]
 
@@ -60,5 +63,21 @@ def run_main(command: Callable[..., Any]) -> None:
     except ConnectorError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        _one_line(f"cannot reach the database ({_reason(exc.orig or exc)}); check DATABASE_URL")
+    except redis.RedisError as exc:
+        _one_line(f"cannot reach Redis ({_reason(exc)}); check REDIS_URL")
     except SystemExit:
         raise
+
+
+def _reason(exc: BaseException) -> str:
+    # The driver's first line says what failed (refused, timed out, unknown host); the rest is
+    # hints and SQL. Redacted: a driver may echo parts of the URL.
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return redact(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+
+
+def _one_line(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)

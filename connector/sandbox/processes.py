@@ -65,8 +65,12 @@ def wait_for(
 
 
 def web_argv(port: int, *, workers: int = 2, access_log: bool = False) -> list[str]:
-    """gunicorn serving the receiver on loopback."""
-    argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    """gunicorn serving the receiver on loopback, with the Procfile's worker class and timeouts."""
+    argv = [str(BIN / "gunicorn"), "--config", "python:web.gunicorn_conf"]
+    argv += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    # Threads: a silent socket must not hold a whole worker (sync workers wait on it for good).
+    argv += ["--worker-class", "gthread", "--threads", "8"]
+    argv += ["--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5"]
     if access_log:
         argv += ["--access-logfile", "-"]
     return [*argv, "web:create_app()"]

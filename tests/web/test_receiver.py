@@ -279,7 +279,12 @@ def test_health_and_readiness(env):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.get_json()
-    assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok", "broker": "ok"}
+    assert ready.get_json()["checks"] == {
+        "database": "ok",
+        "connections": "ok",
+        "redis": "ok",
+        "broker": "ok",
+    }
 
 
 def test_pipedrive_event_from_another_company_is_accepted_not_queued(env):
