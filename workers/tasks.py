@@ -16,6 +16,7 @@ import random
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_prerun, worker_process_init
 
 from connector import logs
@@ -94,7 +95,9 @@ class ConnectorTask(Task):  # type: ignore[misc]
             )
             self.release_lease(args, "queued")
             return None
-        except RetryableError as exc:
+        except (RetryableError, SoftTimeLimitExceeded) as exc:
+            # A task past its soft time limit has committed what it did (a chunk commits every
+            # few records and skips them on its next run): it goes on in a fresh delivery.
             if self.request.called_directly or self.request.retries >= MAX_RETRIES:
                 self._dead_letter(args, kwargs, exc)
                 return None
@@ -113,7 +116,7 @@ class ConnectorTask(Task):  # type: ignore[misc]
     def release_lease(self, args: tuple[Any, ...], status: str) -> None:
         """The task was parked (``queued``) or dead-lettered (``dead``)."""
 
-    def _countdown(self, exc: RetryableError) -> float:
+    def _countdown(self, exc: BaseException) -> float:
         hint = getattr(exc, "retry_after", None)
         ceiling = min(MAX_COUNTDOWN, 2 ** (self.request.retries + 1))
         base = float(hint) if hint else 0.0
@@ -220,6 +223,15 @@ def release_parked(self: Task) -> int:
     for task_name, args in released:
         celery_app.send_task(task_name, args=args.get("args", []), kwargs=args.get("kwargs", {}))
     return len(released)
+
+
+@_task(name="workers.tasks.reap_expired_leases")
+def reap_expired_leases(self: Task) -> int:
+    """Send again the work of dead workers: events and chunks whose lease ran out."""
+    sent = service.reap_expired_leases(context())
+    for task_name, args in sent:
+        celery_app.send_task(task_name, args=args.get("args", []), kwargs=args.get("kwargs", {}))
+    return len(sent)
 
 
 @_task(name="workers.tasks.prune_webhook_events")
