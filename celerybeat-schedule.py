@@ -13,7 +13,18 @@ def _minutes(name: str, default: float) -> timedelta:
     return timedelta(minutes=float(os.environ.get(name, default)))
 
 
+def _seconds(name: str, default: float) -> timedelta:
+    return timedelta(seconds=float(os.environ.get(name, default)))
+
+
 beat_schedule = {
+    # Take over the work of dead workers (leases that ran out). On the webhooks queue, which
+    # never waits behind backfill chunks or maintenance.
+    "reap-expired-leases": {
+        "task": "workers.tasks.reap_expired_leases",
+        "schedule": _seconds("CONNECTOR_REAPER_SECONDS", 30),
+        "options": {"queue": "webhooks", "expires": 25},
+    },
     # Pull Pipedrive organizations changed since each connection's cursor.
     "pull-pipedrive": {
         "task": "workers.tasks.pull_pipedrive_all",

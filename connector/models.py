@@ -13,6 +13,7 @@ from connector.db import Base, DecimalText, UTCDateTime
 
 __all__ = [
     "AuditEntry",
+    "BackfillChunk",
     "Connection",
     "DeadLetter",
     "DealSnapshot",
@@ -204,6 +205,35 @@ class WebhookEvent(Base):
     error: Mapped[str] = mapped_column(sa.Text, default="")
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The worker process running it ("host:pid") and until when; see connector/leases.py.
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(
+        UTCDateTime, default=None, index=True
+    )
+
+
+class BackfillChunk(Base):
+    """One chunk of a distributed backfill, as claimed by the worker process that runs it.
+
+    The phase counter and tally of the run live in Redis (connector/sync/distributed.py); this
+    row is the chunk's lease, with the chunk itself so the reaper can send it again when its
+    owner dies.
+    """
+
+    __tablename__ = "backfill_chunks"
+    __table_args__ = (sa.UniqueConstraint("run_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(sa.String(40))
+    number: Mapped[int] = mapped_column()
+    chunk: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    status: Mapped[str] = mapped_column(sa.String(20), default="running", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(
+        UTCDateTime, default=None, index=True
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class AuditEntry(Base):

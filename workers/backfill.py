@@ -3,11 +3,13 @@
 Usage (``connector backfill --distributed`` runs this)::
 
     python -m workers.backfill [--chunk-size 200] [--zoho NAME ...] [--no-contacts]
-                               [--no-invoices] [--wait] [--json]
+                               [--no-invoices] [--wait [--timeout SECONDS]] [--json]
 
 Contact chunks are enqueued now on the ``pulls`` queue; the invoice chunks follow when the last
 contact chunk is done (see :mod:`connector.sync.distributed`). ``--wait`` polls the run's tally
-until every chunk has finished. ``--status RUN_ID`` prints the tally of a run.
+until every chunk has finished, whichever worker finishes it (a chunk whose worker died is taken
+over by another when its lease runs out); it exits 1 when a chunk is dead-lettered, a record
+failed, or ``--timeout`` seconds pass first. ``--status RUN_ID`` prints the tally of a run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from typing import Any
 
 from connector.context import AppContext
-from connector.sync.distributed import BackfillRun, plan_backfill_chunks
+from connector.sync.distributed import BackfillRun, dead_chunks, plan_backfill_chunks
 
 TASK = "workers.tasks.backfill_page"
 
@@ -48,20 +50,49 @@ def start(
     return run
 
 
-def wait(run: BackfillRun, *, poll: float = 2.0, echo: bool = True) -> dict[str, Any]:
-    """Poll a run until every chunk has finished; returns its final status."""
+def wait(
+    context: AppContext,
+    run: BackfillRun,
+    *,
+    poll: float = 2.0,
+    echo: bool = True,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Poll a run until every chunk has finished, one is dead-lettered, or ``timeout`` passes.
+
+    Returns the run's status with ``dead_chunks`` and ``timed_out`` added. Progress goes to
+    stderr: one rewritten line on a terminal, a plain line per change elsewhere.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    terminal = sys.stderr.isatty()
+    shown = ""
     while True:
-        status = run.status()
-        if echo:
-            sys.stderr.write(
-                f"\rbackfill {run.run_id}: {status['finished_chunks']}/{status['chunks']} chunks, "
-                f"{status.get('done', 0)}/{status['records']} records"
-            )
-        if status["complete"]:
-            if echo:
+        status = {**run.status(), "dead_chunks": dead_chunks(context, run.run_id)}
+        status["timed_out"] = False
+        line = (
+            f"backfill {run.run_id}: {status['finished_chunks']}/{status['chunks']} chunks, "
+            f"{status.get('done', 0)}/{status['records']} records"
+        )
+        if echo and line != shown:
+            sys.stderr.write(f"\r{line}" if terminal else f"{line}\n")
+            shown = line
+        ended = status["complete"] or status["dead_chunks"] > 0
+        if not ended and deadline is not None and time.monotonic() >= deadline:
+            status["timed_out"] = True
+            ended = True
+        if ended:
+            if echo and terminal:
                 sys.stderr.write("\n")
             return status
         time.sleep(poll)
+
+
+def exit_code(status: dict[str, Any], waited: bool) -> int:
+    """0 when the run is fine so far; 1 when waiting ended without every chunk done cleanly."""
+    if not waited:
+        return 0
+    failed = status.get("failed", 0) or status.get("dead_chunks", 0)
+    return 1 if failed or status.get("timed_out") or not status["complete"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-contacts", action="store_true")
     parser.add_argument("--no-invoices", action="store_true")
     parser.add_argument("--wait", action="store_true", help="poll until every chunk is done")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up (exit 1) after SECONDS"
+    )
     parser.add_argument("--status", metavar="RUN_ID", help="print the tally of a run and exit")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -92,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                 include_contacts=not args.no_contacts,
                 include_invoices=not args.no_invoices,
             )
-            status = wait(run, echo=not args.json) if args.wait else run.status()
+            status = (
+                wait(context, run, echo=not args.json, timeout=args.timeout)
+                if args.wait
+                else run.status()
+            )
     finally:
         context.close()
     if args.json:
@@ -110,11 +148,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             + "\n"
         )
+        if status.get("timed_out"):
+            sys.stdout.write(f"not finished after {args.timeout:g} s\n")
+        if status.get("dead_chunks"):
+            sys.stdout.write(
+                f"{status['dead_chunks']} chunk(s) dead-lettered: see the dead letters page\n"
+            )
         if not status["complete"]:
             sys.stdout.write(
                 f"follow it with: python -m workers.backfill --status {status['run_id']}\n"
             )
-    return 0
+    return exit_code(status, bool(args.wait))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,14 @@ SCHEDULE_FILE = Path(__file__).resolve().parent.parent / "celerybeat-schedule.py
 
 QUEUES = ("webhooks", "sync", "pulls", "maintenance")
 
-# Longer than the longest task and any countdown we set; long waits are parked in SQL instead.
-VISIBILITY_TIMEOUT = 2 * 60 * 60
+# A task is killed after TASK_TIME_LIMIT (a chunk is bounded by its size, a webhook by its
+# record). The broker hands an unacknowledged message out again after VISIBILITY_TIMEOUT: longer
+# than the longest task and any retry countdown (15 minutes at most; longer waits are parked in
+# SQL), so a running task is never delivered twice. A worker that dies is not waited for that
+# long: its leases run out within 90 s and the reaper takes its work over (connector/leases.py).
+TASK_SOFT_TIME_LIMIT = 20 * 60
+TASK_TIME_LIMIT = 25 * 60
+VISIBILITY_TIMEOUT = 30 * 60
 
 
 def load_beat_schedule(path: Path = SCHEDULE_FILE) -> dict[str, Any]:
@@ -60,7 +66,11 @@ def make_celery(settings: Settings) -> Celery:
             "workers.tasks.refresh_zoho_tokens": {"queue": "maintenance"},
             "workers.tasks.release_parked": {"queue": "maintenance"},
             "workers.tasks.prune_webhook_events": {"queue": "maintenance"},
+            # On the fast queue: a reaper behind hours of backfill chunks would reap nothing.
+            "workers.tasks.reap_expired_leases": {"queue": "webhooks"},
         },
+        task_soft_time_limit=TASK_SOFT_TIME_LIMIT,
+        task_time_limit=TASK_TIME_LIMIT,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -16,6 +16,7 @@ import random
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_prerun, worker_process_init
 
 from connector import logs
@@ -81,6 +82,7 @@ class ConnectorTask(Task):  # type: ignore[misc]
                     error=f"delivered {deliveries} times without finishing (worker lost?)",
                     attempts=deliveries,
                 )
+                self.release_lease(args, "dead")
                 return None
         try:
             return super().__call__(*args, **kwargs)
@@ -91,17 +93,30 @@ class ConnectorTask(Task):  # type: ignore[misc]
                 args={"args": list(args), "kwargs": kwargs},
                 error=exc,
             )
+            self.release_lease(args, "queued")
             return None
-        except RetryableError as exc:
+        except (RetryableError, SoftTimeLimitExceeded) as exc:
+            # A task past its soft time limit has committed what it did (a chunk commits every
+            # few records and skips them on its next run): it goes on in a fresh delivery.
             if self.request.called_directly or self.request.retries >= MAX_RETRIES:
                 self._dead_letter(args, kwargs, exc)
                 return None
-            raise self.retry(exc=exc, countdown=self._countdown(exc)) from exc
+            countdown = self._countdown(exc)
+            self.hold_lease(args, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from exc
         except Exception as exc:
             self._dead_letter(args, kwargs, exc)
             raise
 
-    def _countdown(self, exc: RetryableError) -> float:
+    # Tasks whose work has a lease row (connector/leases.py) keep it across a retry's countdown
+    # and give it up when the work is parked or dead-lettered.
+    def hold_lease(self, args: tuple[Any, ...], countdown: float) -> None:
+        """The task retries in ``countdown`` seconds."""
+
+    def release_lease(self, args: tuple[Any, ...], status: str) -> None:
+        """The task was parked (``queued``) or dead-lettered (``dead``)."""
+
+    def _countdown(self, exc: BaseException) -> float:
         hint = getattr(exc, "retry_after", None)
         ceiling = min(MAX_COUNTDOWN, 2 ** (self.request.retries + 1))
         base = float(hint) if hint else 0.0
@@ -109,6 +124,7 @@ class ConnectorTask(Task):  # type: ignore[misc]
         return min(MAX_COUNTDOWN, base + random.uniform(0, ceiling))
 
     def _dead_letter(self, args: Any, kwargs: Any, exc: BaseException) -> None:
+        self.release_lease(tuple(args), "dead")
         service.dead_letter(
             context(),
             task_name=self.name,
@@ -118,11 +134,39 @@ class ConnectorTask(Task):  # type: ignore[misc]
         )
 
 
-def _task(**options: Any) -> Any:
-    return celery_app.task(base=ConnectorTask, bind=True, **options)
+class EventTask(ConnectorTask):
+    """A webhook event's task: the event row is its lease."""
+
+    abstract = True
+
+    def hold_lease(self, args: tuple[Any, ...], countdown: float) -> None:
+        service.hold_event(context(), int(args[0]), countdown)
+
+    def release_lease(self, args: tuple[Any, ...], status: str) -> None:
+        service.release_event(context(), int(args[0]))
 
 
-@_task(name="workers.tasks.process_webhook_event")
+class ChunkTask(ConnectorTask):
+    """A backfill chunk's task: its ``backfill_chunks`` row is its lease."""
+
+    abstract = True
+
+    def hold_lease(self, args: tuple[Any, ...], countdown: float) -> None:
+        from connector.sync.distributed import hold_chunk
+
+        hold_chunk(context(), str(args[0]), int(args[1].get("number", -1)), countdown)
+
+    def release_lease(self, args: tuple[Any, ...], status: str) -> None:
+        from connector.sync.distributed import release_chunk
+
+        release_chunk(context(), str(args[0]), int(args[1].get("number", -1)), status)
+
+
+def _task(base: type[ConnectorTask] = ConnectorTask, **options: Any) -> Any:
+    return celery_app.task(base=base, bind=True, **options)
+
+
+@_task(base=EventTask, name="workers.tasks.process_webhook_event")
 def process_webhook_event(self: Task, event_id: int) -> str:
     """Sync what one stored webhook event refers to."""
     return service.process_webhook_event(context(), event_id, task_id=self.request.id or "")
@@ -181,18 +225,30 @@ def release_parked(self: Task) -> int:
     return len(released)
 
 
+@_task(name="workers.tasks.reap_expired_leases")
+def reap_expired_leases(self: Task) -> int:
+    """Send again the work of dead workers: events and chunks whose lease ran out."""
+    sent = service.reap_expired_leases(context())
+    for task_name, args in sent:
+        celery_app.send_task(task_name, args=args.get("args", []), kwargs=args.get("kwargs", {}))
+    return len(sent)
+
+
 @_task(name="workers.tasks.prune_webhook_events")
 def prune_webhook_events(self: Task) -> int:
     """Delete processed webhook events older than the dedupe window."""
     return service.prune_webhook_events(context())
 
 
-@_task(name="workers.tasks.backfill_page")
+@_task(base=ChunkTask, name="workers.tasks.backfill_page")
 def backfill_chunk(self: Task, run_id: str, chunk: dict[str, Any]) -> int:
     """Sync one chunk of a distributed backfill; the last contact chunk releases the invoices."""
-    from connector.sync.distributed import BackfillRun, run_backfill_chunk
+    from connector.sync.distributed import BackfillRun, chunk_done, run_leased_chunk
 
-    state = run_backfill_chunk(context(), chunk, task_id=self.request.id or "")
+    state = run_leased_chunk(context(), run_id, chunk, task_id=self.request.id or "")
+    if state is None:
+        return 0  # done already, or running in a live process
     for follow_up in BackfillRun(context(), run_id).finish(chunk, state):
         backfill_chunk.delay(run_id, follow_up)
+    chunk_done(context(), run_id, int(chunk.get("number", -1)))
     return state.done

@@ -71,7 +71,18 @@ def plan(limit: int | None, as_json: bool) -> None:
     help="Split the work into chunks for the Celery workers (runs python -m workers.backfill).",
 )
 @click.option("--chunk-size", type=int, default=200, show_default=True, help="With --distributed.")
-@click.option("--wait", is_flag=True, help="With --distributed: wait until every chunk is done.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Distributed: wait until every chunk is done (exit 1 on a failure or the timeout).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="With --wait: give up after this many seconds.",
+)
 def backfill(
     token_cap: int | None,
     zoho_names: tuple[str, ...],
@@ -82,6 +93,7 @@ def backfill(
     distributed: bool,
     chunk_size: int,
     wait: bool,
+    timeout: float | None,
 ) -> None:
     """Sync everything, both ways; resumable (run it again after a stop) and within a token cap.
 
@@ -90,12 +102,16 @@ def backfill(
     """
     from connector.sync.engine import engine_session
 
-    if distributed:
+    if timeout is not None and not wait:
+        fail("--timeout needs --wait")
+    # Only the distributed backfill runs elsewhere; waiting for it implies it.
+    if distributed or wait:
         argv = ["--chunk-size", str(chunk_size)]
         argv += [arg for name in zoho_names for arg in ("--zoho", name)]
         argv += [] if contacts else ["--no-contacts"]
         argv += [] if invoices else ["--no-invoices"]
         argv += ["--wait"] if wait else []
+        argv += ["--timeout", f"{timeout:g}"] if timeout is not None else []
         argv += ["--json"] if as_json else []
         _run_distributed(argv)
         return

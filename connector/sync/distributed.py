@@ -38,6 +38,9 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
+from connector import leases
 from connector.context import AppContext
 from connector.errors import (
     BudgetExhaustedError,
@@ -47,6 +50,7 @@ from connector.errors import (
     RetryableError,
     SyncError,
 )
+from connector.models import BackfillChunk, utcnow
 from connector.sync.audit import Trigger
 from connector.sync.engine import BackfillProgress, engine_session
 from connector.sync.lookup import IndexedLookup, process_index
@@ -55,8 +59,12 @@ from connector.zoho.times import parse_zoho_time
 
 __all__ = [
     "BackfillRun",
+    "chunk_done",
+    "hold_chunk",
     "plan_backfill_chunks",
+    "release_chunk",
     "run_backfill_chunk",
+    "run_leased_chunk",
 ]
 
 logger = logging.getLogger(__name__)
@@ -282,6 +290,111 @@ def run_backfill_chunk(
             raise
         state.tokens = engine.pd.client.stats.tokens - tokens0
     return state
+
+
+def _chunk_row(session: Any, run_id: str, chunk: Mapping[str, Any]) -> BackfillChunk:
+    """The chunk's lease row, created by its first delivery."""
+    number = int(chunk.get("number", -1))
+    query = sa.select(BackfillChunk).where(
+        BackfillChunk.run_id == run_id, BackfillChunk.number == number
+    )
+    row = session.scalars(query).first()
+    if row is not None:
+        return row  # type: ignore[no-any-return]
+    try:
+        with session.begin_nested():
+            session.add(
+                BackfillChunk(run_id=run_id, number=number, chunk=dict(chunk), status="queued")
+            )
+    except sa.exc.IntegrityError:
+        pass  # a second delivery created it at the same moment; its claim decides below
+    return session.scalars(query).one()  # type: ignore[no-any-return]
+
+
+def run_leased_chunk(
+    context: AppContext,
+    run_id: str,
+    chunk: Mapping[str, Any],
+    *,
+    task_id: str = "",
+    sleep: Callable[[float], None] = time.sleep,
+) -> BackfillProgress | None:
+    """Claim the chunk, run it under a heartbeat; None when it is done or running elsewhere.
+
+    The lease row stays ``running`` until :func:`chunk_done`: the caller counts the chunk in the
+    run first, so a worker dying in between leaves a lease that runs out and the chunk is run
+    (as a no-op) and counted again, never lost.
+    """
+    me, now = leases.owner(), utcnow()
+    with context.session() as session:
+        row = _chunk_row(session, run_id, chunk)
+        if not leases.claimable(row, now) or not leases.take(session, row, me, now):
+            logger.info(
+                "backfill.chunk-claimed-elsewhere run=%s chunk=%s status=%s owner=%s",
+                run_id,
+                chunk.get("number"),
+                row.status,
+                row.lease_owner,
+            )
+            return None
+        row_id = row.id
+    with leases.Heartbeat(context.engine, BackfillChunk, row_id, me):
+        try:
+            return run_backfill_chunk(context, chunk, task_id=task_id, sleep=sleep)
+        except Exception:
+            # Keep the lease one more period: the task's retry extends it, a dead letter or
+            # parking releases it, and if this process dies first the reaper takes over.
+            with context.session() as session:
+                leases.hold(session, BackfillChunk, row_id, me, 0)
+            raise
+
+
+def _chunk_update(context: AppContext, run_id: str, number: int, **values: Any) -> None:
+    with context.session() as session:
+        session.execute(
+            sa.update(BackfillChunk)
+            .where(
+                BackfillChunk.run_id == run_id,
+                BackfillChunk.number == number,
+                BackfillChunk.lease_owner == leases.owner(),
+            )
+            .values(**values)
+        )
+
+
+def chunk_done(context: AppContext, run_id: str, number: int) -> None:
+    """The chunk ran and was counted: its lease ends."""
+    _chunk_update(context, run_id, number, status="done", lease_owner=None, lease_expires_at=None)
+
+
+def hold_chunk(context: AppContext, run_id: str, number: int, seconds: float) -> None:
+    """The chunk's task retries in ``seconds``: keep this process's lease until then."""
+    with context.session() as session:
+        row = session.scalars(
+            sa.select(BackfillChunk).where(
+                BackfillChunk.run_id == run_id, BackfillChunk.number == number
+            )
+        ).first()
+        if row is not None:
+            leases.hold(session, BackfillChunk, row.id, leases.owner(), seconds)
+
+
+def release_chunk(context: AppContext, run_id: str, number: int, status: str) -> None:
+    """The chunk was parked (``queued``) or dead-lettered (``dead``): nobody owns it now."""
+    _chunk_update(context, run_id, number, status=status, lease_owner=None, lease_expires_at=None)
+
+
+def dead_chunks(context: AppContext, run_id: str) -> int:
+    """How many chunks of the run ended in the dead letters."""
+    with context.session() as session:
+        return int(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(BackfillChunk)
+                .where(BackfillChunk.run_id == run_id, BackfillChunk.status == "dead")
+            )
+            or 0
+        )
 
 
 class BackfillRun:

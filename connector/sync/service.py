@@ -17,6 +17,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from connector import leases
 from connector.context import AppContext
 from connector.errors import BudgetExhaustedError, ConnectorError, RateLimitError
 from connector.intake import OPEN_STATUSES, PARKED, QUEUED, Backpressure, backlog_size
@@ -29,12 +30,15 @@ __all__ = [
     "connection_ids",
     "count_delivery",
     "dead_letter",
+    "hold_event",
     "park_task",
     "process_webhook_event",
     "prune_webhook_events",
     "pull_pipedrive",
+    "reap_expired_leases",
     "reconcile_zoho",
     "refresh_zoho_tokens",
+    "release_event",
     "release_parked",
     "replay",
     "sync_record",
@@ -212,9 +216,16 @@ def refresh_zoho_tokens(context: AppContext) -> int:
 
 
 def process_webhook_event(context: AppContext, event_id: int, *, task_id: str = "") -> str:
-    """Sync the record a stored webhook event names, re-reading it through the API."""
+    """Sync the record a stored webhook event names, re-reading it through the API.
+
+    The event is claimed first (see :mod:`connector.leases`): a delivery that finds it done, or
+    running under a live lease, does nothing. While the sync runs a heartbeat renews the lease.
+    On an error the lease is kept one more period (the task's retry then extends it, its dead
+    letter or parking releases it), so a worker dying at any point leaves a lease that runs out.
+    """
     from connector.sync.engine import engine_session
 
+    me, now = leases.owner(), utcnow()
     with context.session() as session:
         event = session.get(WebhookEvent, event_id)
         if event is None:
@@ -222,31 +233,76 @@ def process_webhook_event(context: AppContext, event_id: int, *, task_id: str = 
         if event.status in {"processed", "skipped"}:
             # A redelivered task: the work is already done.
             return event.status
-        event.attempts += 1
+        if not leases.claimable(event, now) or not leases.take(session, event, me, now):
+            logger.info("webhook.claimed-elsewhere event=%s owner=%s", event_id, event.lease_owner)
+            return "claimed"
         source, connection_id = event.source, event.connection_id
         entity, entity_id = event.entity, event.entity_id
         payload = dict(event.payload or {})
-    with bound(event_id=event_id, source=source, entity=entity, record_id=entity_id):
+    with (
+        bound(event_id=event_id, source=source, entity=entity, record_id=entity_id),
+        leases.Heartbeat(context.engine, WebhookEvent, event_id, me),
+    ):
         try:
             with engine_session(context, trigger="webhook", task_id=task_id) as engine:
                 outcome = engine.handle_event(source, connection_id, entity, entity_id, payload)
         except (BudgetExhaustedError, RateLimitError):
-            _set_event_status(context, event_id, QUEUED)
+            _set_event_status(context, event_id, QUEUED, keep_lease=me)
             raise
         except ConnectorError as exc:
-            _set_event_status(context, event_id, "failed", str(exc))
+            _set_event_status(context, event_id, "failed", str(exc), keep_lease=me)
             raise
     _set_event_status(context, event_id, "processed" if outcome != "skipped" else "skipped")
     return outcome
 
 
-def _set_event_status(context: AppContext, event_id: int, status: str, error: str = "") -> None:
+def _set_event_status(
+    context: AppContext, event_id: int, status: str, error: str = "", *, keep_lease: str = ""
+) -> None:
     with context.session() as session:
         event = session.get(WebhookEvent, event_id)
         if event is not None:
             event.status = status
             event.error = error[:2000]
             event.processed_at = utcnow()
+            if keep_lease and event.lease_owner == keep_lease:
+                event.lease_expires_at = utcnow() + dt.timedelta(seconds=leases.lease_seconds())
+            else:
+                event.lease_owner = event.lease_expires_at = None
+
+
+def hold_event(context: AppContext, event_id: int, seconds: float) -> None:
+    """The event's task retries in ``seconds``: keep this process's lease until then."""
+    with context.session() as session:
+        leases.hold(session, WebhookEvent, event_id, leases.owner(), seconds)
+
+
+def release_event(context: AppContext, event_id: int) -> None:
+    """The event's task was parked or dead-lettered: nobody owns it now."""
+    with context.session() as session:
+        event = session.get(WebhookEvent, event_id)
+        status = "failed" if event is not None and event.status == leases.RUNNING else None
+        leases.release(session, WebhookEvent, event_id, leases.owner(), status)
+
+
+def reap_expired_leases(
+    context: AppContext,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Work whose owner died (lease ran out): the tasks to send again.
+
+    Work that has been taken over too often is dead-lettered here instead.
+    """
+    with context.session() as session:
+        reaped = leases.reap(session)
+    for task_name, args in reaped.dead:
+        dead_letter(
+            context,
+            task_name=task_name,
+            args=args,
+            error=f"taken over {leases.MAX_ATTEMPTS} times without finishing (worker lost?)",
+            attempts=leases.MAX_ATTEMPTS,
+        )
+    return reaped.send
 
 
 def sync_record(

@@ -28,6 +28,7 @@ REQUIRED_TASKS = {
     "workers.tasks.reconcile_zoho_all",
     "workers.tasks.release_parked",
     "workers.tasks.prune_webhook_events",
+    "workers.tasks.reap_expired_leases",
 }
 INTERVAL_ENV = (
     "CONNECTOR_PIPEDRIVE_POLL_MINUTES",
@@ -35,6 +36,7 @@ INTERVAL_ENV = (
     "CONNECTOR_ZOHO_RECONCILE_MINUTES",
     "CONNECTOR_RELEASE_PARKED_MINUTES",
     "CONNECTOR_PRUNE_MINUTES",
+    "CONNECTOR_REAPER_SECONDS",
 )
 
 
@@ -83,6 +85,34 @@ def test_schedule_file_loads_by_path_with_every_required_entry(celery_module, lo
     )
     assert interval["workers.tasks.release_parked"] <= dt.timedelta(minutes=5)
     assert interval["workers.tasks.prune_webhook_events"] >= dt.timedelta(hours=1)
+    # Work of a dead worker is taken over within minutes: its lease, then one reaper period.
+    assert interval["workers.tasks.reap_expired_leases"] <= dt.timedelta(seconds=60)
+
+
+def test_the_reaper_runs_on_a_queue_that_never_waits_behind_long_work(celery_module):
+    routes = celery_module.celery_app.conf.task_routes
+    long_work = {routes[t]["queue"] for t in ("workers.tasks.backfill_page",)}
+    long_work |= {routes["workers.tasks.release_parked"]["queue"]}
+    reaper = routes["workers.tasks.reap_expired_leases"]["queue"]
+    assert reaper == "webhooks"
+    assert reaper not in long_work
+
+
+def test_broker_visibility_timeout_outlasts_every_task_and_countdown(celery_module):
+    from connector import leases
+    from connector.sync.engine import RECORD_LOCK_SECONDS
+    from workers import tasks
+
+    conf = celery_module.celery_app.conf
+    visibility = conf.broker_transport_options["visibility_timeout"]
+    # A running task is never handed out twice by the broker...
+    assert conf.task_soft_time_limit < conf.task_time_limit < visibility
+    assert visibility > tasks.MAX_COUNTDOWN
+    # ...and a dead worker's work is not waited for that long: leases are taken over first.
+    assert visibility > leases.DEFAULT_LEASE_SECONDS * 4
+    # A record lock left by a dead worker has expired when its lease does, so the worker
+    # taking over does not wait for it: locks are taken after a beat at the latest.
+    assert RECORD_LOCK_SECONDS + leases.DEFAULT_HEARTBEAT_SECONDS <= leases.DEFAULT_LEASE_SECONDS
 
 
 def test_every_entry_expires_before_it_is_due_again(load_schedule):
@@ -315,3 +345,39 @@ def test_pull_task_brings_changed_organizations_and_a_quiet_pull_writes_nothing(
         ("GET", "/api/v2/organizations", 10)
     ]
     assert list(w.zoho.request_log)[zoho_log:] == []
+
+
+def test_the_reaper_task_sends_the_work_of_a_dead_worker_again(celery_module, monkeypatch):
+    from unittest import mock
+
+    from connector import leases
+    from connector.db import upgrade
+    from connector.models import Connection, WebhookEvent, utcnow
+    from workers import tasks
+
+    monkeypatch.setattr(tasks, "_context", None)
+    ctx = tasks.context()
+    upgrade(ctx.settings.database_url)
+    with ctx.session() as session:
+        connection = Connection(
+            name="z", system="zoho", external_id="1", auth_kind="oauth", credentials_ciphertext="x"
+        )
+        session.add(connection)
+        session.flush()
+        event = WebhookEvent(
+            source="zoho",
+            connection_id=connection.id,
+            dedupe_key="k",
+            status=leases.RUNNING,
+            lease_owner="gone:1",
+            lease_expires_at=utcnow() - dt.timedelta(seconds=1),
+        )
+        session.add(event)
+        session.flush()
+        event_id = event.id
+    with mock.patch.object(celery_module.celery_app, "send_task") as send:
+        assert tasks.reap_expired_leases() == 1
+        assert tasks.reap_expired_leases() == 0
+    send.assert_called_once_with(leases.EVENT_TASK, args=[event_id], kwargs={})
+    ctx.close()
+    monkeypatch.setattr(tasks, "_context", None)
