@@ -1,7 +1,7 @@
 """leases: owner and expiry on claimed webhook events, backfill chunk rows
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-04 00:00:00.000000
 
 Work owned by a worker that died is taken over when its lease runs out (the reaper task),
@@ -15,8 +15,8 @@ from alembic import op
 
 import connector.db
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
