@@ -13,6 +13,7 @@ from flask import Flask
 
 from connector.context import AppContext
 from connector.intake import ConnectionCache
+from connector.mapping.config import load_config
 
 Enqueue = Callable[[str, list[Any], str], None]
 
@@ -39,6 +40,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         SECRET_KEY=context.box.derive_key("flask-session"),
     )
     app.config.update(config)
+    # An invalid mapping file stops the web process at boot, every problem listed, rather than
+    # letting webhooks be accepted that no worker could sync.
+    load_config(context.settings.config_path or None)
     app.extensions["connector.context"] = context
     app.extensions["connector.enqueue"] = enqueue
     # Connections and their webhook secrets, kept per process for a few seconds.

@@ -15,6 +15,8 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
+from connector.errors import ConfigError
+from connector.mapping.config import load_config
 from connector.settings import Settings
 
 SCHEDULE_FILE = Path(__file__).resolve().parent.parent / "celerybeat-schedule.py"
@@ -84,5 +86,17 @@ def make_celery(settings: Settings) -> Celery:
 
 # Settings are validated when the worker or Beat starts: a misconfiguration stops it at once with
 # every problem listed, instead of failing task by task later.
-celery_app = make_celery(Settings.from_env(dotenv_path=os.environ.get("CONNECTOR_DOTENV", ".env")))
+# The mapping file too: every process refuses to start on an invalid one, listing every problem.
+def _checked_settings() -> Settings:
+    """The settings, with the mapping file validated; the problems alone end the process."""
+    try:
+        settings = Settings.from_env(dotenv_path=os.environ.get("CONNECTOR_DOTENV", ".env"))
+        load_config(settings.config_path or None)
+    except ConfigError as exc:
+        # A traceback would bury the list the operator needs.
+        raise SystemExit(f"connector: refusing to start: {exc}") from None
+    return settings
+
+
+celery_app = make_celery(_checked_settings())
 app = celery_app
