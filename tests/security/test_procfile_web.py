@@ -7,6 +7,7 @@ port. Requests go through ``http.client``: the harness mocks ``requests`` for th
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -65,6 +66,15 @@ def _ready(web: Web) -> bool:
 
 @pytest.fixture
 def web(tmp_path: Path, redis_url: str) -> Iterator[Web]:
+    with procfile_web(tmp_path, redis_url) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def procfile_web(
+    tmp_path: Path, redis_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[Web]:
+    """The Procfile's web process on a free port, over a world with one Zoho connection."""
     database_url = f"sqlite:///{tmp_path / 'c.db'}"
     with world(database_url, redis_url) as w:
         with w.context.session() as session:
@@ -84,6 +94,7 @@ def web(tmp_path: Path, redis_url: str) -> Iterator[Web]:
             "CONNECTOR_DOTENV": str(tmp_path / "none.env"),
             "PYTHONPATH": str(ROOT),
         }
+        env.update(extra_env or {})
         env.pop("WEB_CONCURRENCY", None)
         group = ProcessGroup(tmp_path, env)
         group.start("web", ["sh", "-c", f"exec {procfile_command('web')}"])
