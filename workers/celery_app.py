@@ -84,11 +84,12 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-# Settings are validated when the worker or Beat starts: a misconfiguration stops it at once with
-# every problem listed, instead of failing task by task later.
-# The mapping file too: every process refuses to start on an invalid one, listing every problem.
 def _checked_settings() -> Settings:
-    """The settings, with the mapping file validated; the problems alone end the process."""
+    """The settings and the mapping file, validated when the worker or Beat starts.
+
+    A misconfiguration stops the process at once with every problem listed, instead of failing
+    task by task later.
+    """
     try:
         settings = Settings.from_env(dotenv_path=os.environ.get("CONNECTOR_DOTENV", ".env"))
         load_config(settings.config_path or None)

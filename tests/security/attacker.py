@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-# The attacker ------------------------------------------------------------------------------
-
 
 @dataclass
 class Attacker:

@@ -9,7 +9,6 @@ nothing. urllib is used: the harness mocks ``requests`` for the simulators.
 from __future__ import annotations
 
 import http.cookiejar
-import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 
 from connector.models import Connection
 from tests.security.attacker import Attacker
+from tests.security.forms import csrf_token
 from tests.security.test_procfile_web import Web, procfile_web
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,16 +55,10 @@ class Browser:
     def login(self) -> None:
         _, _, page = self.request("/login")
         status, headers, _ = self.request(
-            "/login", {"csrf_token": _csrf(page), "password": PASSWORD}
+            "/login", {"csrf_token": csrf_token(page), "password": PASSWORD}
         )
         assert status == 302, (status, headers)
         assert headers["Location"] == "/"
-
-
-def _csrf(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "no CSRF field on the page"
-    return match.group(1)
 
 
 def _browser(web: Web) -> Browser:
@@ -168,7 +162,7 @@ def test_real_process_login_next_stays_on_the_site(real_web: Web, target: str):
     browser = _browser(real_web)
     _, _, page = browser.request(f"/login?next={target}")
     status, headers, _ = browser.request(
-        "/login", {"csrf_token": _csrf(page), "password": PASSWORD, "next": unquote(target)}
+        "/login", {"csrf_token": csrf_token(page), "password": PASSWORD, "next": unquote(target)}
     )
     assert status == 302
     assert headers["Location"] == "/"

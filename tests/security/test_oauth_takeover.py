@@ -37,6 +37,7 @@ from connector.sandbox.zoho import ZohoSimulator
 from connector.zoho.regions import DATA_CENTERS
 from tests.harness import CLIENT_ID, CLIENT_SECRET, make_settings
 from tests.security.attacker import Attacker
+from tests.security.forms import csrf_token
 from web import create_app
 from web.oauth import STATE_MAX_AGE
 
@@ -117,14 +118,8 @@ def rig(tmp_path: Path, redis_url: str) -> Iterator[Rig]:
     yield from _rig(tmp_path, redis_url)
 
 
-def _csrf(text: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', text)
-    assert match, "no CSRF field"
-    return match.group(1)
-
-
 def _login(client: FlaskClient) -> None:
-    token = _csrf(client.get("/login").text)
+    token = csrf_token(client.get("/login").text)
     response = client.post("/login", data={"csrf_token": token, "password": PASSWORD})
     assert response.status_code == 302
 
@@ -351,7 +346,7 @@ def test_oauth_callback_for_another_organization_needs_a_confirmation(rig: Rig):
     assert refused.status_code == 400
     assert rig.connections("zoho")[0].external_id == first
     confirmed = rig.client.post(
-        "/oauth/confirm", data={"pending": pending.group(1), "csrf_token": _csrf(page.text)}
+        "/oauth/confirm", data={"pending": pending.group(1), "csrf_token": csrf_token(page.text)}
     )
     assert confirmed.status_code == 200, confirmed.text
     (connection,) = rig.connections("zoho")
@@ -366,7 +361,7 @@ def test_oauth_callback_for_another_organization_needs_a_confirmation(rig: Rig):
     assert credentials["refresh_token"] not in json.dumps(replaced[0].diff) + replaced[0].reason
     # A confirmation works once.
     again = rig.client.post(
-        "/oauth/confirm", data={"pending": pending.group(1), "csrf_token": _csrf(page.text)}
+        "/oauth/confirm", data={"pending": pending.group(1), "csrf_token": csrf_token(page.text)}
     )
     assert again.status_code == 400
 
@@ -380,7 +375,7 @@ def test_oauth_confirmation_from_another_session_is_refused(rig: Rig):
     pending = re.search(r'name="pending" value="([^"]+)"', page.text)
     assert pending
     other = rig.browser()
-    token = _csrf(other.get("/").text)
+    token = csrf_token(other.get("/").text)
     response = other.post("/oauth/confirm", data={"pending": pending.group(1), "csrf_token": token})
     assert response.status_code == 400
     assert rig.connections("zoho")[0].external_id == first
@@ -417,7 +412,8 @@ def test_oauth_pipedrive_callback_for_another_company_needs_a_confirmation(rig: 
     pending = re.search(r'name="pending" value="([^"]+)"', response.text)
     assert pending
     confirmed = rig.client.post(
-        "/oauth/confirm", data={"pending": pending.group(1), "csrf_token": _csrf(response.text)}
+        "/oauth/confirm",
+        data={"pending": pending.group(1), "csrf_token": csrf_token(response.text)},
     )
     assert confirmed.status_code == 200, confirmed.text
     (connection,) = rig.connections("pipedrive")
@@ -446,7 +442,7 @@ EVIL_NEXT = [
 
 @pytest.mark.parametrize("target", EVIL_NEXT)
 def test_login_next_cannot_leave_the_site(rig: Rig, target: str):
-    token = _csrf(rig.client.get("/login").text)
+    token = csrf_token(rig.client.get("/login").text)
     response = rig.client.post(
         "/login", data={"csrf_token": token, "password": PASSWORD, "next": target}
     )
@@ -463,7 +459,7 @@ def test_login_next_cannot_leave_the_site(rig: Rig, target: str):
 
 
 def test_login_next_keeps_a_path_on_the_site(rig: Rig):
-    token = _csrf(rig.client.get("/login").text)
+    token = csrf_token(rig.client.get("/login").text)
     response = rig.client.post(
         "/login", data={"csrf_token": token, "password": PASSWORD, "next": "/history?page=2"}
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from connector.sandbox.processes import free_port
 from connector.settings import Secret
 from connector.zoho.webhooks import SIGNATURE_HEADER, sign_zoho_webhook
 from tests.harness import World, world
+from tests.security.forms import csrf_token
 from web import create_app
 
 QUERY = {"event_type": "invoice.updated"}
@@ -163,9 +163,7 @@ COOKIE = "connector_session"
 
 
 def _csrf(client: FlaskClient, path: str = "/login") -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text)
-    assert match, f"no CSRF field on {path}"
-    return match.group(1)
+    return csrf_token(client.get(path).text)
 
 
 def _log_in(client: FlaskClient) -> str:
@@ -358,11 +356,7 @@ def _login_from(app: Flask, forwarded_for: str, password: str, proxy: str = "10.
 
 
 def _csrf_with(client: FlaskClient, headers: dict[str, str]) -> str:
-    match = re.search(
-        r'name="csrf_token" value="([^"]+)"', client.get("/login", headers=headers).text
-    )
-    assert match
-    return match.group(1)
+    return csrf_token(client.get("/login", headers=headers).text)
 
 
 def test_login_throttle_behind_a_trusted_proxy_does_not_lock_out_other_addresses(env):
