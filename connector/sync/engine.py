@@ -85,6 +85,7 @@ from connector.zoho.times import parse_zoho_time
 __all__ = ["BackfillProgress", "PlannedChange", "SyncEngine", "engine_session"]
 
 logger = logging.getLogger(__name__)
+_NOT_LINKED = "the customer is not linked to a Pipedrive organization yet"
 
 Z2P = "zoho->pipedrive"
 P2Z = "pipedrive->zoho"
@@ -534,10 +535,32 @@ class SyncEngine:
         contact: Mapping[str, Any] | None = None,
     ) -> str:
         """Bring one Zoho contact (and its contact persons) to Pipedrive."""
-        with self._exclusive(f"zoho:{zoho_connection_id}:contact:{contact_id}"):
-            return self._sync_zoho_contact(
+        with self._exclusive(self._contact_key(zoho_connection_id, contact_id)):
+            was_linked = self.links.by_zoho(zoho_connection_id, "contact", contact_id) is not None
+            outcome = self._sync_zoho_contact(
                 zoho_connection_id, contact_id, event_time=event_time, contact=contact
             )
+            if not was_linked:
+                self._sync_waiting_invoices(zoho_connection_id, contact_id)
+            return outcome
+
+    def _contact_key(self, zoho_connection_id: int, contact_id: str) -> str:
+        return f"zoho:{zoho_connection_id}:contact:{contact_id}"
+
+    def _sync_waiting_invoices(self, zoho_connection_id: int, contact_id: str) -> None:
+        """The invoices that arrived before their customer was linked, synced now it is.
+
+        Their webhooks were answered with a review item ("not linked yet"); nothing else
+        would bring them back before the next edit or the hourly reconciliation. Called under
+        the contact's lock, which the invoice side takes too before recording such a wait.
+        """
+        if self.dry_run or self.links.by_zoho(zoho_connection_id, "contact", contact_id) is None:
+            return
+        for invoice_id in self.links.invoices_waiting_for_customer(zoho_connection_id, contact_id):
+            try:
+                self.sync_zoho_invoice(zoho_connection_id, invoice_id)
+            except (FatalError, SyncError) as exc:
+                logger.warning("invoice.waiting-failed id=%s error=%s", invoice_id, exc)
 
     def _sync_zoho_contact(
         self,
@@ -1345,14 +1368,17 @@ class SyncEngine:
             if self.dry_run or not contact_id:
                 return str(row["outcome"])
             zoho_keys = self.keys("organization")
-            new_link = self.links.link(
-                zoho_connection_id=zoho.connection.id,
-                zoho_entity="contact",
-                zoho_id=contact_id,
-                pipedrive_connection_id=self.pd.connection.id,
-                pipedrive_entity="organization",
-                pipedrive_id=org_id,
-            )
+            with self._exclusive(self._contact_key(zoho.connection.id, contact_id)):
+                new_link = self.links.link(
+                    zoho_connection_id=zoho.connection.id,
+                    zoho_entity="contact",
+                    zoho_id=contact_id,
+                    pipedrive_connection_id=self.pd.connection.id,
+                    pipedrive_entity="organization",
+                    pipedrive_id=org_id,
+                )
+                if link is None:
+                    self._sync_waiting_invoices(zoho.connection.id, contact_id)
             org = self._write_back_reference(org, contact_id, keys)
             self._advance_link(
                 new_link,
@@ -1615,22 +1641,16 @@ class SyncEngine:
             trust = defer_deal_update is None
             while True:
                 deal_id, method, problem = self._match_deal(zoho, invoice, stored, trust=trust)
+                customer_id = str(invoice.get("customer_id") or "")
+                if deal_id is None and problem.startswith(_NOT_LINKED) and not self.dry_run:
+                    # The customer's sync may be linking it right now: wait for its lock, so
+                    # either we see its link or it sees the snapshot we record (and syncs us).
+                    with self._exclusive(self._contact_key(zoho_connection_id, customer_id)):
+                        if self.links.by_zoho(zoho_connection_id, "contact", customer_id) is None:
+                            return self._invoice_review(row, zoho, invoice, snapshot, problem)
+                    continue
                 if deal_id is None:
-                    row["action"] = "review"
-                    row["outcome"] = REVIEW
-                    row["reason"] = problem
-                    if not self.dry_run:
-                        self._store_snapshot(zoho_connection_id, invoice, snapshot, None, "")
-                    self._review(
-                        "unmatched_invoice",
-                        zoho_connection_id,
-                        "invoice",
-                        invoice_id,
-                        f"{snapshot.number} ({invoice.get('customer_name', '')}, "
-                        f"{snapshot.total} {snapshot.currency_code}): {problem}",
-                        self._deal_candidates(zoho, invoice),
-                    )
-                    return REVIEW
+                    return self._invoice_review(row, zoho, invoice, snapshot, problem)
                 row["pipedrive_id"] = deal_id
                 if not self.dry_run:
                     stored = self._store_snapshot(
@@ -1673,6 +1693,30 @@ class SyncEngine:
                     f"matched by {_METHOD_TEXT.get(method, method)}; deal fields already up to date"
                 )
             return str(row["outcome"])
+
+    def _invoice_review(
+        self,
+        row: dict[str, Any],
+        zoho: ZohoSide,
+        invoice: Mapping[str, Any],
+        snapshot: InvoiceSnapshot,
+        problem: str,
+    ) -> str:
+        row["action"] = "review"
+        row["outcome"] = REVIEW
+        row["reason"] = problem
+        if not self.dry_run:
+            self._store_snapshot(zoho.connection.id, invoice, snapshot, None, "")
+        self._review(
+            "unmatched_invoice",
+            zoho.connection.id,
+            "invoice",
+            snapshot.invoice_id,
+            f"{snapshot.number} ({invoice.get('customer_name', '')}, "
+            f"{snapshot.total} {snapshot.currency_code}): {problem}",
+            self._deal_candidates(zoho, invoice),
+        )
+        return REVIEW
 
     def _store_snapshot(
         self,
@@ -1729,7 +1773,7 @@ class SyncEngine:
                 None,
                 "",
                 (
-                    "the customer is not linked to a Pipedrive organization yet"
+                    _NOT_LINKED
                     + (
                         f" and deal {written} named on the invoice does not exist"
                         if written

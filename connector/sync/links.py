@@ -205,6 +205,20 @@ class LinkRepository:
             )
         )
 
+    def invoices_waiting_for_customer(self, zoho_connection_id: int, customer_id: str) -> list[str]:
+        """Invoices recorded without a deal for ``customer_id``, not deleted: those that came
+        before their customer was linked (and those that found no deal)."""
+        return list(
+            self.session.scalars(
+                sa.select(InvoiceLink.invoice_id).where(
+                    InvoiceLink.zoho_connection_id == zoho_connection_id,
+                    InvoiceLink.customer_id == str(customer_id),
+                    InvoiceLink.deal_id.is_(None),
+                    InvoiceLink.status != "deleted",
+                )
+            )
+        )
+
     def invoice_or_new(self, zoho_connection_id: int, invoice_id: str) -> InvoiceLink:
         """The stored snapshot of an invoice, created empty when missing."""
         found = self.invoice(zoho_connection_id, invoice_id)
