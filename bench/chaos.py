@@ -11,6 +11,7 @@ in-process (library on both simulators, PostgreSQL in a fresh schema, a private 
   zoho-token-revoked            one Zoho connection's refresh token revoked mid-run
 processes (gunicorn + Celery worker + Beat on a private PostgreSQL cluster and redis-server):
   worker-sigkill                pool processes SIGKILLed mid-task, repeatedly
+  whole-worker-kill             the worker's whole process group SIGKILLed mid-backfill
   redis-restart                 Redis crashed and restarted mid-run, twice
   postgres-restart              PostgreSQL crashed (immediate stop) and restarted, twice
   beat-restart                  two Beats, the leader SIGKILLed and restarted, twice

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from connector.connections import ConnectionStore
 from connector.errors import ConfigError, InvalidSignatureError, PayloadError
+from connector.leases import delivery_lease
 from connector.models import Connection, WebhookEvent, utcnow
 from connector.sync.audit import AuditLog, Trigger
 
@@ -194,13 +195,14 @@ _INSERT_EVENT = sa.text(
     # SQLAlchemy, and compiling one on every webhook cost more than the round trip. PostgreSQL
     # and SQLite (3.35+) both run this statement as it is.
     "INSERT INTO webhook_events (source, connection_id, dedupe_key, event_kind, entity, entity_id,"
-    " payload, status, attempts, error, received_at)"
+    " payload, status, attempts, error, received_at, lease_expires_at)"
     " VALUES (:source, :connection_id, :dedupe_key, :event_kind, :entity, :entity_id, :payload,"
-    " :status, 0, '', :received_at)"
+    " :status, 0, '', :received_at, :lease_expires_at)"
     " ON CONFLICT (source, connection_id, dedupe_key) DO NOTHING RETURNING id"
 ).bindparams(
     sa.bindparam("payload", type_=WebhookEvent.__table__.c.payload.type),
     sa.bindparam("received_at", type_=WebhookEvent.__table__.c.received_at.type),
+    sa.bindparam("lease_expires_at", type_=WebhookEvent.__table__.c.lease_expires_at.type),
 )
 
 
@@ -222,6 +224,7 @@ def _store_event(
     One ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: a redelivery costs no savepoint and
     no error round trip.
     """
+    now = utcnow()
     values = {
         "source": source,
         "connection_id": connection.id,
@@ -231,7 +234,9 @@ def _store_event(
         "entity_id": entity_id,
         "payload": payload,
         "status": status,
-        "received_at": utcnow(),
+        "received_at": now,
+        # Queued: sent again by the reaper if no worker claims it in time (connector/leases.py).
+        "lease_expires_at": delivery_lease(now) if status == QUEUED else None,
     }
     event_id = session.connection().execute(_INSERT_EVENT, values).scalar()
     if event_id is None:

@@ -8,6 +8,11 @@ a heartbeat thread moves the expiry forward while the task runs (one UPDATE ever
 30 seconds) hands out again whatever lease has run out (``CONNECTOR_LEASE_SECONDS``, 90 by
 default). A task waiting for its retry keeps its lease for the countdown plus one lease period.
 
+Work handed to the broker and not claimed yet has a lease too, with no owner: the delivery lease
+(two lease periods, :func:`delivery_seconds`). A message the dead worker had received but not
+started comes back only after the visibility timeout; when the delivery lease runs out first the
+reaper sends the work again, and whichever delivery claims it first runs it.
+
 Taking over twice is harmless: the engine skips what its links and echo hashes show as done,
 and a claim is a conditional UPDATE, so of two deliveries of the same work only one runs.
 """
@@ -35,6 +40,8 @@ __all__ = [
     "Heartbeat",
     "Reaped",
     "claimable",
+    "delivery_lease",
+    "delivery_seconds",
     "heartbeat_seconds",
     "hold",
     "lease_seconds",
@@ -70,6 +77,16 @@ def lease_seconds() -> float:
 def heartbeat_seconds() -> float:
     """How often a running task renews its lease."""
     return float(os.environ.get("CONNECTOR_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS))
+
+
+def delivery_seconds() -> float:
+    """How long work handed to the broker may wait unclaimed before it is sent again."""
+    return 2 * lease_seconds()
+
+
+def delivery_lease(now: dt.datetime | None = None) -> dt.datetime:
+    """The expiry of a delivery lease starting ``now``."""
+    return (now or utcnow()) + dt.timedelta(seconds=delivery_seconds())
 
 
 def owner() -> str:
@@ -247,8 +264,8 @@ class Reaped:
 def reap(session: Session, now: dt.datetime | None = None) -> Reaped:
     """Hand out again the work whose lease ran out.
 
-    Each row is reset in this transaction (status back to queued, lease cleared), so a second
-    reaper running at the same time finds nothing to reap. Rows already claimed
+    Each row is reset in this transaction (status back to queued, owner cleared, a delivery
+    lease), so a second reaper running at the same time finds nothing to reap. Rows already claimed
     ``MAX_ATTEMPTS`` times are marked failed and returned in ``dead`` instead.
     """
     now = now or utcnow()
@@ -271,6 +288,8 @@ def reap(session: Session, now: dt.datetime | None = None) -> Reaped:
             reaped.dead.append((task, args))
             continue
         row.status = "queued"
+        # The message sent now may be lost too (a worker dying before it claims it).
+        row.lease_expires_at = delivery_lease(now)
         reaped.send.append((task, args))
     return reaped
 

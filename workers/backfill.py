@@ -21,7 +21,12 @@ import time
 from typing import Any
 
 from connector.context import AppContext
-from connector.sync.distributed import BackfillRun, dead_chunks, plan_backfill_chunks
+from connector.sync.distributed import (
+    BackfillRun,
+    dead_chunks,
+    plan_backfill_chunks,
+    queue_chunks,
+)
 
 TASK = "workers.tasks.backfill_page"
 
@@ -45,6 +50,7 @@ def start(
         include_invoices=include_invoices,
     )
     run, first = BackfillRun.start(context, chunks)
+    queue_chunks(context, run.run_id, first)
     for chunk in first:
         celery_app.send_task(TASK, args=[run.run_id, chunk], queue="pulls")
     return run

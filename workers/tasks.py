@@ -243,12 +243,19 @@ def prune_webhook_events(self: Task) -> int:
 @_task(base=ChunkTask, name="workers.tasks.backfill_page")
 def backfill_chunk(self: Task, run_id: str, chunk: dict[str, Any]) -> int:
     """Sync one chunk of a distributed backfill; the last contact chunk releases the invoices."""
-    from connector.sync.distributed import BackfillRun, chunk_done, run_leased_chunk
+    from connector.sync.distributed import (
+        BackfillRun,
+        chunk_done,
+        queue_chunks,
+        run_leased_chunk,
+    )
 
     state = run_leased_chunk(context(), run_id, chunk, task_id=self.request.id or "")
     if state is None:
         return 0  # done already, or running in a live process
-    for follow_up in BackfillRun(context(), run_id).finish(chunk, state):
+    follow_ups = BackfillRun(context(), run_id).finish(chunk, state)
+    queue_chunks(context(), run_id, follow_ups)
+    for follow_up in follow_ups:
         backfill_chunk.delay(run_id, follow_up)
     chunk_done(context(), run_id, int(chunk.get("number", -1)))
     return state.done

@@ -292,6 +292,33 @@ def run_backfill_chunk(
     return state
 
 
+def queue_chunks(context: AppContext, run_id: str, chunks: list[dict[str, Any]]) -> None:
+    """Record chunks about to be sent, each with a delivery lease.
+
+    A chunk's message that a dying worker had received but not started would otherwise exist
+    nowhere but in the broker's unacknowledged set until the visibility timeout: the reaper
+    sends it again once the delivery lease runs out.
+    """
+    with context.session() as session:
+        for chunk in chunks:
+            number = int(chunk.get("number", -1))
+            exists = session.scalar(
+                sa.select(BackfillChunk.id).where(
+                    BackfillChunk.run_id == run_id, BackfillChunk.number == number
+                )
+            )
+            if exists is None:
+                session.add(
+                    BackfillChunk(
+                        run_id=run_id,
+                        number=number,
+                        chunk=dict(chunk),
+                        status="queued",
+                        lease_expires_at=leases.delivery_lease(),
+                    )
+                )
+
+
 def _chunk_row(session: Any, run_id: str, chunk: Mapping[str, Any]) -> BackfillChunk:
     """The chunk's lease row, created by its first delivery."""
     number = int(chunk.get("number", -1))

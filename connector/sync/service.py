@@ -123,6 +123,8 @@ def release_parked(context: AppContext) -> list[tuple[str, dict[str, Any]]]:
             for event in stuck:
                 event.status = QUEUED
                 event.received_at = now
+                event.lease_owner = None
+                event.lease_expires_at = leases.delivery_lease(now)
                 released.append((PROCESS_TASK, {"args": [event.id], "kwargs": {}}))
     return released
 

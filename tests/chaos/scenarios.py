@@ -49,7 +49,14 @@ from connector.context import AppContext
 from connector.db import upgrade
 from connector.errors import BudgetExhaustedError, RetryableError
 from connector.mapping.config import load_config
-from connector.models import Connection, DeadLetter, Link, ParkedJob
+from connector.models import (
+    BackfillChunk,
+    Connection,
+    DeadLetter,
+    Link,
+    ParkedJob,
+    WebhookEvent,
+)
 from connector.pipedrive.service import (
     build_pipedrive_client,
     connect_pipedrive,
@@ -60,6 +67,7 @@ from connector.ratelimit import LimiterEngine
 from connector.sandbox.common import Clock, serve_in_thread
 from connector.sandbox.pipedrive import PipedriveSimulator
 from connector.sandbox.processes import (
+    BIN,
     ProcessGroup,
     beat_argv,
     free_port,
@@ -1024,6 +1032,26 @@ class ProcessStack:
         time.sleep(3.0)
         return state_problems(self.zoho, self.pd, COMPANY, data)
 
+    def in_flight(self) -> tuple[int, int]:
+        """Backfill chunks and webhook events running now, and events not finished yet."""
+        with self.context.session() as session:
+            chunks = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(BackfillChunk)
+                .where(BackfillChunk.status == "running")
+            )
+            events = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(WebhookEvent)
+                .where(WebhookEvent.status == "running")
+            )
+            unfinished = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(WebhookEvent)
+                .where(WebhookEvent.status.not_in(("processed", "skipped")))
+            )
+        return int(chunks or 0) + int(events or 0), int(unfinished or 0)
+
     def db_counts(self) -> tuple[int, int]:
         with self.context.session() as session:
             dead = session.scalar(sa.select(sa.func.count()).select_from(DeadLetter)) or 0
@@ -1234,8 +1262,82 @@ def scenario_webhooks(workdir: Path) -> Result:
     )
 
 
+# Short leases so the scenario sees the takeover within seconds (production: 90 s, 25 s, 30 s).
+WHOLE_KILL_ENV = {
+    "CONNECTOR_LEASE_SECONDS": "15",
+    "CONNECTOR_HEARTBEAT_SECONDS": "4",
+    "CONNECTOR_REAPER_SECONDS": "5",
+}
+
+
+def scenario_whole_worker_kill(
+    workdir: Path, *, customers: int = 40, webhooks: int = 60, seed: int = 31
+) -> Result:
+    """A distributed backfill (``connector backfill --wait``) and 60 invoice webhooks in flight
+    when the worker's whole process group is SIGKILLed (an out-of-memory kill, a dyno restart);
+    a fresh worker is started. Leases run out, the reaper hands the dead worker's chunks and
+    events to the fresh one: all done within 5 minutes, nothing lost or done twice."""
+    result = Result("whole-worker-kill", scenario_whole_worker_kill.__doc__ or "")
+    started = time.monotonic()
+    rng = random.Random(seed)
+    with ProcessStack(workdir, extra_env=WHOLE_KILL_ENV) as stack:
+        data = seed_dataset(
+            stack.zoho, stack.pd, COMPANY, stack.org, customers=customers, seed=seed
+        )
+        stack.dataset = data
+        stack.start_all()
+        waiter = stack.start(
+            "backfill",
+            str(BIN / "connector"),
+            "backfill",
+            "--wait",
+            "--timeout",
+            "300",
+            "--chunk-size",
+            "4",
+        )
+        for contact_id in rng.choices(sorted(data.deals), k=webhooks):
+            add_invoice(stack.zoho, stack.org, contact_id, rng.randint(10, 900), "in flight")
+        # Kill with chunks and events running and a queue of events behind them.
+        wait_for(
+            "work in flight",
+            lambda: stack.in_flight()[0] > 0 and stack.in_flight()[1] >= webhooks // 6,
+            timeout=60,
+            poll=0.05,
+            tolerate=STARTING,
+        )
+        running, open_events = stack.in_flight()
+        stack.stop("worker", signal.SIGKILL)
+        killed = time.monotonic()
+        stack.kills["worker process group SIGKILL"] += 1
+        result.notes.append(
+            f"at the kill: {running} chunk(s) and event(s) running, {open_events} event(s) open"
+        )
+        time.sleep(2)
+        stack.start_worker()
+        try:
+            code = waiter.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            code = None
+            result.state_diff.append("connector backfill --wait did not end within 5 minutes")
+        result.notes.append(
+            f"backfill --wait exit {code}, {time.monotonic() - killed:.0f} s after the kill"
+        )
+        if code not in (0, None):
+            result.state_diff.append(f"connector backfill --wait exited {code}")
+        done = stack.finish(result, data, started)
+        done.lost_tasks = stack.in_flight()[1]
+        done.notes.append(f"all done {time.monotonic() - killed:.0f} s after the kill")
+        if done.state_diff or done.lost_tasks:
+            for log in sorted(workdir.glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-8:]
+                done.notes.append(f"--- {log.name}: " + " | ".join(t[:200] for t in tail))
+        return done
+
+
 PROCESSES = {
     "worker-sigkill": scenario_worker_kill,
+    "whole-worker-kill": scenario_whole_worker_kill,
     "redis-restart": scenario_redis_restart,
     "postgres-restart": scenario_postgres_restart,
     "beat-restart": scenario_beat_restart,

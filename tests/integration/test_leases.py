@@ -20,7 +20,12 @@ from connector import leases
 from connector.context import AppContext
 from connector.db import upgrade
 from connector.models import BackfillChunk, Connection, WebhookEvent, utcnow
-from connector.sync.distributed import chunk_done, plan_backfill_chunks, run_leased_chunk
+from connector.sync.distributed import (
+    chunk_done,
+    plan_backfill_chunks,
+    queue_chunks,
+    run_leased_chunk,
+)
 from connector.sync.service import process_webhook_event, reap_expired_leases
 from tests.harness import COMPANY, contact, make_settings, world
 
@@ -83,9 +88,42 @@ def test_an_expired_lease_is_reaped_and_sent_again_once(context: AppContext) -> 
     with context.session() as session:
         event = session.get(WebhookEvent, event_id)
         assert event is not None
-        assert (event.status, event.lease_owner, event.lease_expires_at) == ("queued", None, None)
+        assert (event.status, event.lease_owner) == ("queued", None)
+        # The message sent again has a delivery lease: if it is lost too, it is sent once more.
+        assert event.lease_expires_at is not None
+        assert event.lease_expires_at > utcnow() + dt.timedelta(seconds=leases.lease_seconds())
     # The rows were reset with the same transaction: a second reaper finds nothing.
     assert reap_expired_leases(context) == []
+
+
+def test_work_sent_but_never_claimed_is_sent_again_when_its_delivery_lease_runs_out(
+    context: AppContext,
+) -> None:
+    """A message the dead worker had received but not started (no claim, so no owner) comes
+    back from the broker only after its visibility timeout; the delivery lease is shorter."""
+    past = utcnow() - dt.timedelta(seconds=1)
+    lost = _event(context, status="queued", lease_expires_at=past)
+    _event(context, status="queued", lease_expires_at=leases.delivery_lease())
+    queue_chunks(context, "run2", [{"phase": "contacts", "number": 0, "records": [["c9", ""]]}])
+    assert reap_expired_leases(context) == [(leases.EVENT_TASK, {"args": [lost], "kwargs": {}})]
+    with context.session() as session:
+        session.execute(sa.update(BackfillChunk).values(lease_expires_at=past))
+    (chunk_task,) = reap_expired_leases(context)
+    assert chunk_task[0] == leases.CHUNK_TASK
+    assert chunk_task[1]["args"] == [
+        "run2",
+        {"phase": "contacts", "number": 0, "records": [["c9", ""]]},
+    ]
+
+
+def test_queued_chunks_are_recorded_once_with_a_delivery_lease(context: AppContext) -> None:
+    chunk = {"phase": "contacts", "number": 5, "records": [["c1", ""]]}
+    queue_chunks(context, "run3", [chunk])
+    queue_chunks(context, "run3", [chunk])  # a second sender (a redelivered chunk) adds nothing
+    with context.session() as session:
+        (row,) = session.scalars(sa.select(BackfillChunk).where(BackfillChunk.run_id == "run3"))
+        assert (row.status, row.lease_owner, row.attempts) == ("queued", None, 0)
+        assert row.lease_expires_at is not None and row.lease_expires_at > utcnow()
 
 
 def test_finished_released_and_unexpired_rows_are_not_reaped(context: AppContext) -> None:

@@ -188,6 +188,9 @@ def test_backlog_above_limit_stores_and_answers_429(env, monkeypatch):
     statuses = [e.status for e in _events(w)]
     assert statuses == ["queued", "parked"]
     assert len(queued) == 1
+    # The queued event is sent again if no worker claims it in time; the parked one waits.
+    leased = [e.lease_expires_at is not None for e in _events(w)]
+    assert leased == [True, False]
 
 
 def _pd_body(
