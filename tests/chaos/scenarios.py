@@ -1032,25 +1032,19 @@ class ProcessStack:
         time.sleep(3.0)
         return state_problems(self.zoho, self.pd, COMPANY, data)
 
-    def in_flight(self) -> tuple[int, int]:
-        """Backfill chunks and webhook events running now, and events not finished yet."""
+    def in_flight(self) -> tuple[int, int, int]:
+        """Backfill chunks running, webhook events running, and events not finished yet."""
+
+        def count(model: Any, *where: Any) -> int:
+            query = sa.select(sa.func.count()).select_from(model).where(*where)
+            return int(session.scalar(query) or 0)
+
         with self.context.session() as session:
-            chunks = session.scalar(
-                sa.select(sa.func.count())
-                .select_from(BackfillChunk)
-                .where(BackfillChunk.status == "running")
+            return (
+                count(BackfillChunk, BackfillChunk.status == "running"),
+                count(WebhookEvent, WebhookEvent.status == "running"),
+                count(WebhookEvent, WebhookEvent.status.not_in(("processed", "skipped"))),
             )
-            events = session.scalar(
-                sa.select(sa.func.count())
-                .select_from(WebhookEvent)
-                .where(WebhookEvent.status == "running")
-            )
-            unfinished = session.scalar(
-                sa.select(sa.func.count())
-                .select_from(WebhookEvent)
-                .where(WebhookEvent.status.not_in(("processed", "skipped")))
-            )
-        return int(chunks or 0) + int(events or 0), int(unfinished or 0)
 
     def db_counts(self) -> tuple[int, int]:
         with self.context.session() as session:
@@ -1298,20 +1292,21 @@ def scenario_whole_worker_kill(
         )
         for contact_id in rng.choices(sorted(data.deals), k=webhooks):
             add_invoice(stack.zoho, stack.org, contact_id, rng.randint(10, 900), "in flight")
-        # Kill with chunks and events running and a queue of events behind them.
+        # Kill with a chunk running and a queue of events behind it.
         wait_for(
             "work in flight",
-            lambda: stack.in_flight()[0] > 0 and stack.in_flight()[1] >= webhooks // 6,
+            lambda: stack.in_flight()[0] > 0 and stack.in_flight()[2] >= webhooks // 6,
             timeout=60,
             poll=0.05,
             tolerate=STARTING,
         )
-        running, open_events = stack.in_flight()
+        chunks, events, open_events = stack.in_flight()
         stack.stop("worker", signal.SIGKILL)
         killed = time.monotonic()
         stack.kills["worker process group SIGKILL"] += 1
         result.notes.append(
-            f"at the kill: {running} chunk(s) and event(s) running, {open_events} event(s) open"
+            f"at the kill: {chunks} chunk(s) and {events} event(s) running, "
+            f"{open_events} event(s) not done"
         )
         time.sleep(2)
         stack.start_worker()
@@ -1326,8 +1321,12 @@ def scenario_whole_worker_kill(
         if code not in (0, None):
             result.state_diff.append(f"connector backfill --wait exited {code}")
         done = stack.finish(result, data, started)
-        done.lost_tasks = stack.in_flight()[1]
+        done.lost_tasks = stack.in_flight()[2]
         done.notes.append(f"all done {time.monotonic() - killed:.0f} s after the kill")
+        taken_over = sum(
+            log.read_text(errors="replace").count("lease.expired") for log in workdir.glob("*.log")
+        )
+        done.notes.append(f"leases taken over by the reaper: {taken_over}")
         if done.state_diff or done.lost_tasks:
             for log in sorted(workdir.glob("*.log")):
                 tail = log.read_text(errors="replace").splitlines()[-8:]

@@ -86,3 +86,11 @@ def test_worker_sigkilled_mid_task_repeatedly_loses_nothing(tmp_path: Path) -> N
 
 def test_duplicate_reordered_and_delayed_webhooks_apply_once(tmp_path: Path) -> None:
     _check(scenarios.scenario_webhooks(tmp_path))
+
+
+def test_whole_worker_killed_mid_backfill_is_taken_over_by_a_fresh_one(tmp_path: Path) -> None:
+    """Issue 14's worker loss: the backfill's --wait ends, every chunk and event done once."""
+    result = scenarios.scenario_whole_worker_kill(tmp_path)
+    _check(result)
+    assert result.faults_injected == {"worker process group SIGKILL": 1}
+    assert any(note.startswith("backfill --wait exit 0") for note in result.notes), result.notes

@@ -123,7 +123,8 @@ def test_queued_chunks_are_recorded_once_with_a_delivery_lease(context: AppConte
     with context.session() as session:
         (row,) = session.scalars(sa.select(BackfillChunk).where(BackfillChunk.run_id == "run3"))
         assert (row.status, row.lease_owner, row.attempts) == ("queued", None, 0)
-        assert row.lease_expires_at is not None and row.lease_expires_at > utcnow()
+        assert row.lease_expires_at is not None
+        assert row.lease_expires_at > utcnow()
 
 
 def test_finished_released_and_unexpired_rows_are_not_reaped(context: AppContext) -> None:
