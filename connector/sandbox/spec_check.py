@@ -61,6 +61,7 @@ _PD_INFO = "Please check developers.pipedrive.com"
 _ZOHO_INVALID_URL = 5
 _ZOHO_INVALID_VALUE = 2
 _ZOHO_REQUIRED = 4
+_ZOHO_NOT_JSON = 1038  # "JSON is not well formed": also the answer to a form-encoded body (§2.4)
 
 
 class SpecsMissingError(RuntimeError):
@@ -284,6 +285,9 @@ class SpecCheck:
             status = 405 if kind == "OperationNotFound" else 404
             return Refusal(status, {"code": _ZOHO_INVALID_URL, "message": "Invalid URL Passed"})
         required, name, detail = _describe(error)
+        not_json = _causes(error) & {"MediaTypeNotFound", "MediaTypeDeserializeError"}
+        if self.vendor == "zoho" and not_json:
+            return Refusal(400, {"code": _ZOHO_NOT_JSON, "message": "JSON is not well formed"})
         if self.vendor == "pipedrive":
             return Refusal(400, _pipedrive_error(f"Validation failed: {detail}", _PD_INFO))
         if required:
@@ -322,6 +326,15 @@ def _pipedrive_error(error: str, info: str) -> dict[str, Any]:
         "data": None,
         "additional_data": None,
     }
+
+
+def _causes(error: BaseException) -> set[str]:
+    names: set[str] = set()
+    seen: BaseException | None = error
+    while seen is not None:
+        names.add(type(seen).__name__)
+        seen = seen.__cause__
+    return names
 
 
 def _schema_errors(error: BaseException) -> list[Any]:
