@@ -118,7 +118,10 @@ def test_pipedrive_form_body_on_v2_is_400(pd):
 
 def test_pipedrive_checks_after_authentication(pd):
     response = requests.post(
-        "https://acme.pipedrive.com/api/v2/deals", json={}, headers={"x-api-token": "nope"}
+        "https://acme.pipedrive.com/api/v2/deals",
+        json={},
+        headers={"x-api-token": "nope"},
+        timeout=5,
     )
     assert response.status_code == 401
 
@@ -159,6 +162,7 @@ def test_zoho_checks_after_authentication(books):
         params={"organization_id": books.org},
         json={},
         headers={"Authorization": "Zoho-oauthtoken nope"},
+        timeout=5,
     )
     assert response.status_code == 401
 
