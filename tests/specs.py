@@ -89,7 +89,13 @@ class ResponseAudit:
                 captured["status"], captured["headers"] = status, headers
                 return start_response(status, headers, *args)
 
-            body = b"".join(inner(environ, capture))
+            answer = inner(environ, capture)
+            try:
+                body = b"".join(answer)
+            finally:
+                close = getattr(answer, "close", None)
+                if close is not None:
+                    close()
             spec_request = environ.get(SPEC_REQUEST_KEY)
             if spec_request is not None and "status" in captured:
                 status = int(captured["status"].split()[0])

@@ -378,8 +378,16 @@ def _describe(error: Exception) -> tuple[bool, str, str]:
 
 
 def _detail(error: BaseException) -> str:
-    parts = [f"{type(error).__name__}: {error}"]
-    for schema_error in _schema_errors(error)[:5]:
-        location = ".".join(str(part) for part in schema_error.absolute_path)
-        parts.append(f"{location or '<root>'}: {schema_error.message}")
-    return " | ".join(parts)
+    """Where and how an answer breaks the spec, without repeating the whole value."""
+    found: list[str] = []
+    stack = list(_schema_errors(error))
+    while stack and len(found) < 8:
+        schema_error = stack.pop(0)
+        if schema_error.context:
+            stack[:0] = list(schema_error.context)
+            continue
+        location = ".".join(str(part) for part in schema_error.absolute_path) or "<root>"
+        found.append(f"{location}: {str(schema_error.message)[:120]}")
+    if not found:
+        return f"{type(error).__name__}: {str(error)[:300]}"
+    return "; ".join(dict.fromkeys(found))

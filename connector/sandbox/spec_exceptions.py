@@ -124,6 +124,34 @@ def _v2_refuses_unknown_write_properties(spec: Spec) -> None:
             schema["additionalProperties"] = False
 
 
+_NEVER_NULL = frozenset({"id", "success"})
+
+
+def _nullable(schema: Any) -> None:
+    if not isinstance(schema, dict):
+        return
+    for key in ("allOf", "anyOf", "oneOf"):
+        for part in schema.get(key, []):
+            _nullable(part)
+    if isinstance(schema.get("items"), dict):
+        _nullable(schema["items"])
+    if isinstance(schema.get("additionalProperties"), dict):
+        _nullable(schema["additionalProperties"])
+    for name, prop in (schema.get("properties") or {}).items():
+        if isinstance(prop, dict):
+            if name not in _NEVER_NULL and ("type" in prop or "properties" in prop):
+                prop["nullable"] = True
+            _nullable(prop)
+
+
+def _unset_values_are_null(spec: Spec) -> None:
+    for _, _, operation in _operations(spec):
+        for status, answer in operation.get("responses", {}).items():
+            if str(status).startswith("2"):
+                for media in answer.get("content", {}).values():
+                    _nullable(media.get("schema"))
+
+
 # --- Zoho Books --------------------------------------------------------------------------------
 
 
@@ -238,6 +266,23 @@ EXCEPTIONS: tuple[SpecException, ...] = (
             "schemas (../shared/reference/pipedrive.md §3.2, §3.4, §8 pitfall 11)"
         ),
         apply=_v2_refuses_unknown_write_properties,
+    ),
+    SpecException(
+        spec="pipedrive/*",
+        kind="defect",
+        summary="answers: an unset value is null (every property but id and success may be null)",
+        reason=(
+            "Pipedrive answers null for unset values (address, picture_id, lost_reason, "
+            "close_time, next_cursor on the last page...) where the spec declares no nullable."
+        ),
+        proof=(
+            "../shared/recordings/pipedrive_webhooks/v2_organization_create.json (data.address, "
+            "data.picture_id null), v2_deal_create.json (lost_reason, close_time, probability "
+            "null), v2_user_change_int_timestamp.json (icon_url null); pipedrive_api/"
+            "organizationFields_v1_docs.json (options null); next_cursor null on the last page: "
+            "pipedrive.md §3.7 [DOC]"
+        ),
+        apply=_unset_values_are_null,
     ),
     SpecException(
         spec="zoho-books/*",
