@@ -1194,9 +1194,9 @@ class PipedriveSimulator:
             window.searches.append(now)
         changes: list[Change] = []
         try:
-            refused = self._spec_refusal(method, path)
-            if refused is not None:
-                outcome = refused
+            spec_refused = self._spec_refusal(method, path)
+            if spec_refused is not None:
+                outcome = spec_refused
             else:
                 status, body, changes = self._route(company, token, method, version, rest)
                 outcome = _Outcome(status, body)

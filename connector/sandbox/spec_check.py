@@ -140,7 +140,9 @@ def _built(name: str, directory: str, skip: frozenset[str]) -> Any:
     openapi_core = _import("openapi_core")
     validators = _import("openapi_core.validation.request.validators")
 
-    class RequestValidator(validators.V30RequestValidator):  # type: ignore[misc]
+    base: Any = validators.V30RequestValidator
+
+    class RequestValidator(base):  # type: ignore[misc]
         """Parameters and body; authentication is the simulator's (it runs first)."""
 
         def _iter_errors(self, request: Any, operation: Any, path: Any) -> Iterator[Exception]:
