@@ -282,9 +282,9 @@ class SpecCheck:
         error = next(iter(spec.request_validator.iter_errors(wrapped)), None)
         if error is None:
             return None
-        return self._answer(error)
+        return self._answer(error, request.path)
 
-    def _answer(self, error: Exception) -> Refusal:
+    def _answer(self, error: Exception, path: str) -> Refusal:
         kind = type(error).__name__
         if kind in ("PathNotFound", "ServerNotFound", "OperationNotFound"):
             if self.vendor == "pipedrive":
@@ -295,6 +295,11 @@ class SpecCheck:
         not_json = _causes(error) & {"MediaTypeNotFound", "MediaTypeDeserializeError"}
         if self.vendor == "zoho" and not_json:
             return Refusal(400, {"code": _ZOHO_NOT_JSON, "message": "JSON is not well formed"})
+        if self.vendor == "pipedrive" and "/webhooks" in path:
+            # The webhooks API has its own error shape (pipedrive.md §6.1).
+            problem = "is required" if required else detail
+            errors = {name or "body": [problem]}
+            return Refusal(400, {"status": "error", "success": False, "errors": errors})
         if self.vendor == "pipedrive":
             return Refusal(400, _pipedrive_error(f"Validation failed: {detail}", _PD_INFO))
         if required:

@@ -85,9 +85,27 @@ def _zoho_refused(response: requests.Response, status: int, code: int, message: 
 
 
 def test_pipedrive_missing_required_property_is_400(pd):
-    response = pd.call("POST", "/api/v2/deals", json={"value": 10})
-    _pd_refused(response, 400, 'Validation failed: "title" is required')
+    deal = pd.call("POST", "/api/v2/deals", json={"value": 10})
+    field = pd.call("POST", "/api/v2/personFields", json={"field_name": "Shoe size"})
+    search = pd.call("GET", "/api/v2/organizations/search")
+    _pd_refused(deal, 400, 'Validation failed: "title" is required')
+    _pd_refused(field, 400, 'Validation failed: "field_type" is required')
+    _pd_refused(search, 400, 'Validation failed: "term" is required')
     assert pd.sim.write_count("acme") == 0
+
+
+def test_pipedrive_webhooks_refusals_keep_the_webhooks_error_shape(pd):
+    body = {"subscription_url": "https://hooks.example/h", "event_action": "*", "event_object": "*"}
+    response = pd.call("POST", "/v1/webhooks", json=body)
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "error",
+        "success": False,
+        "errors": {"name": ["is required"]},
+    }
+    wrong = pd.call("POST", "/v1/webhooks", json={**body, "name": "n", "event_action": "updated"})
+    assert wrong.status_code == 400
+    assert "'updated' is not one of" in wrong.json()["errors"]["event_action"][0]
 
 
 def test_pipedrive_wrong_type_in_body_or_query_is_400(pd):
