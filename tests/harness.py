@@ -95,8 +95,13 @@ def world(
     limits themselves turn it off. ``audit`` checks every simulator answer against the specs.
     """
     clock = Clock(dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC))
-    zoho_sim = ZohoSimulator(real_hosts=True, clock=clock, rate_limits=not fast)
-    pd_sim = PipedriveSimulator(real_hosts=True, clock=clock, webhook_deliver=lambda request: 200)
+    # An audit needs the strict check (it validates the answers to checked requests); otherwise
+    # the simulators follow CONNECTOR_SANDBOX_STRICT (on by default).
+    strict = True if audit is not None else None
+    zoho_sim = ZohoSimulator(real_hosts=True, clock=clock, rate_limits=not fast, strict=strict)
+    pd_sim = PipedriveSimulator(
+        real_hosts=True, clock=clock, webhook_deliver=lambda request: 200, strict=strict
+    )
     if audit is not None:
         audit.watch(zoho_sim)
         audit.watch(pd_sim)

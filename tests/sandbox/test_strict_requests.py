@@ -38,7 +38,7 @@ class Pipedrive:
 
 @pytest.fixture
 def pd() -> Iterator[Pipedrive]:
-    sim = PipedriveSimulator(real_hosts=True, webhook_deliver=lambda r: 200)
+    sim = PipedriveSimulator(real_hosts=True, strict=True, webhook_deliver=lambda r: 200)
     sim.create_company("acme")
     token = sim.create_api_token("acme")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
@@ -59,7 +59,7 @@ class Books:
 
 @pytest.fixture
 def books() -> Iterator[Books]:
-    sim = ZohoSimulator(real_hosts=True, clock=Clock(dt.datetime(2026, 3, 2)))
+    sim = ZohoSimulator(real_hosts=True, strict=True, clock=Clock(dt.datetime(2026, 3, 2)))
     sim.register_client(CLIENT_ID, "secret")
     org = sim.create_organization("us", "Books US", "professional")
     token = sim.issue_tokens(CLIENT_ID, "us")["access_token"]
@@ -237,6 +237,7 @@ def test_a_valid_request_passes_the_check():
 
 
 def test_strict_is_the_default_and_the_environment_turns_it_off(monkeypatch):
+    monkeypatch.delenv(ENV_STRICT, raising=False)
     assert PipedriveSimulator().spec_check is not None
     assert ZohoSimulator().spec_check is not None
     monkeypatch.setenv(ENV_STRICT, "0")
@@ -247,6 +248,7 @@ def test_strict_is_the_default_and_the_environment_turns_it_off(monkeypatch):
 
 def test_missing_specs_fail_at_construction_naming_the_path(monkeypatch, tmp_path: Path):
     monkeypatch.setenv(ENV_SPECS_DIR, str(tmp_path))
+    monkeypatch.delenv(ENV_STRICT, raising=False)
     for build in (PipedriveSimulator, ZohoSimulator):
         with pytest.raises(SpecsMissingError) as raised:
             build()
