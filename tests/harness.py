@@ -26,6 +26,7 @@ from connector.sandbox.zoho import ZohoSimulator
 from connector.settings import Settings
 from connector.sync.setup import required_field_specs
 from connector.zoho.service import connect_zoho
+from tests.specs import ResponseAudit
 
 CLIENT_ID = "1000.TESTCLIENT"
 CLIENT_SECRET = "test-client-secret-value"
@@ -86,15 +87,24 @@ def world(
     plan: str = "growth",
     fast: bool = True,
     settings_extra: dict[str, str] | None = None,
+    audit: ResponseAudit | None = None,
 ) -> Iterator[World]:
     """Connect simulated Zoho organizations and a Pipedrive company, with fields set up.
 
     ``fast`` lifts the rate limits on both sides so bulk tests run in seconds; tests of the
-    limits themselves turn it off.
+    limits themselves turn it off. ``audit`` checks every simulator answer against the specs.
     """
     clock = Clock(dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC))
-    zoho_sim = ZohoSimulator(real_hosts=True, clock=clock, rate_limits=not fast)
-    pd_sim = PipedriveSimulator(real_hosts=True, clock=clock, webhook_deliver=lambda request: 200)
+    # An audit needs the strict check (it validates the answers to checked requests); otherwise
+    # the simulators follow CONNECTOR_SANDBOX_STRICT (on by default).
+    strict = True if audit is not None else None
+    zoho_sim = ZohoSimulator(real_hosts=True, clock=clock, rate_limits=not fast, strict=strict)
+    pd_sim = PipedriveSimulator(
+        real_hosts=True, clock=clock, webhook_deliver=lambda request: 200, strict=strict
+    )
+    if audit is not None:
+        audit.watch(zoho_sim)
+        audit.watch(pd_sim)
     settings = make_settings(database_url, redis_url, **(settings_extra or {}))
     context = AppContext(settings=settings)
     upgrade(settings.database_url)

@@ -1,133 +1,118 @@
-"""Loaders for the official OpenAPI specs, read from ``../shared/reference/specs/``.
+"""The official OpenAPI specs for tests, read from ``CONNECTOR_SPECS_DIR`` (default
+``../shared/reference/specs/``) with the exceptions of :mod:`connector.sandbox.spec_exceptions`.
 
 The specs are never copied into this repository (see the reference README). A missing spec fails
-the test with a clear message instead of skipping it.
+the test with a clear message instead of skipping it. The known defects are patched in one place,
+``connector/sandbox/spec_exceptions.py``, for the strict simulators and these tests alike.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
-import importlib
-from pathlib import Path
+import re
+from collections import Counter
 from typing import Any
 
 import pytest
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "specs"
+from connector.sandbox.spec_check import (
+    SPEC_REQUEST_KEY,
+    SpecsMissingError,
+    default_specs_dir,
+    load_spec_dict,
+)
 
-# Known defects of the archived Pipedrive specs, patched after loading (reference §7). Keep this
-# list visible: every entry is a place where the spec and Pipedrive's own docs disagree.
-PIPEDRIVE_SPEC_PATCHES = [
-    "v2 POST /organizations declares required [title]; the migration guide says only name is",
-    "servers rewritten to https://{companydomain}.pipedrive.com/api/v2 (v1: /api/v1 and /v1)",
-]
-
-
-def _spec_file(relative: str) -> Path:
-    path = SPECS_DIR / relative
-    if not path.is_file():
-        pytest.fail(f"OpenAPI spec {path} is missing: the shared reference specs must be present")
-    return path
+SPECS_DIR = default_specs_dir()
+_ID = re.compile(r"/\d+(?=/|$)")
+ZOHO_SPEC_NAMES = ("contacts", "contact-persons", "invoices", "customer-payments", "organizations")
 
 
-@functools.lru_cache(maxsize=4)
-def _pipedrive_spec_dict(version: str) -> dict[str, Any]:
-    yaml: Any = importlib.import_module("yaml")
-    with _spec_file(f"pipedrive/{version}.yml").open(encoding="utf-8") as handle:
-        spec: dict[str, Any] = yaml.load(
-            handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        )
-    variables = {"companydomain": {"default": "api"}}
-    if version == "v2":
-        spec["servers"] = [
-            {"url": "https://{companydomain}.pipedrive.com/api/v2", "variables": variables}
-        ]
-        body = spec["paths"]["/organizations"]["post"]["requestBody"]
-        body["content"]["application/json"]["schema"]["required"] = ["name"]
-    else:
-        spec["servers"] = [
-            {"url": "https://{companydomain}.pipedrive.com/api/v1", "variables": variables},
-            {"url": "https://{companydomain}.pipedrive.com/v1", "variables": variables},
-        ]
-    return spec
+def spec_dict(name: str, *, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Spec ``name`` (``pipedrive/v2``, ``zoho-books/contacts``...) as a dict, exceptions applied
+    (but those whose summary is in ``skip``); fails the test when the file is absent."""
+    try:
+        return load_spec_dict(name, SPECS_DIR, skip=skip)
+    except SpecsMissingError as error:
+        pytest.fail(f"{error}: the shared reference specs must be present")
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
+def _openapi(name: str) -> Any:
+    from openapi_core import OpenAPI
+
+    # The full openapi-core validator (security included), unlike the simulators' check.
+    return OpenAPI.from_dict(spec_dict(name))
+
+
 def pipedrive_spec(version: str) -> Any:
-    """The Pipedrive ``v1`` or ``v2`` spec as an ``openapi_core.OpenAPI``, patched (see above).
+    """The Pipedrive ``v1`` or ``v2`` spec as an ``openapi_core.OpenAPI``, exceptions applied.
 
     Validate a ``requests`` call with
     ``spec.validate_request(openapi_core.contrib.requests.RequestsOpenAPIRequest(prepared))``.
     """
     if version not in ("v1", "v2"):
         raise ValueError(f"unknown Pipedrive spec version {version!r}")
-    from openapi_core import OpenAPI
-
-    return OpenAPI.from_dict(copy.deepcopy(_pipedrive_spec_dict(version)))
+    return _openapi(f"pipedrive/{version}")
 
 
-# Known defects of the Zoho Books OAS copies, patched after loading (zoho-books.md §8).
-ZOHO_SPEC_PATCHES = [
-    "servers: every data center's https://www.zohoapis.<tld>/books/v3, not only .com",
-    "GET /organizations: organization_id is not required (it is the discovery call)",
-    "security: the oauth2 implicit scheme becomes an Authorization header check",
-    "POST/PUT /customerpayments: invoice_id and amount_applied are not top-level required fields",
-]
-ZOHO_SPEC_NAMES = ("contacts", "contact-persons", "invoices", "customer-payments", "organizations")
-_ZOHO_API_HOSTS = (
-    "www.zohoapis.com",
-    "www.zohoapis.eu",
-    "www.zohoapis.in",
-    "www.zohoapis.com.au",
-    "www.zohoapis.jp",
-    "www.zohoapis.ca",
-    "www.zohoapis.com.cn",
-    "www.zohoapis.sa",
-    "www.zohoapis.uk",
-)
-
-
-@functools.lru_cache(maxsize=8)
-def _zoho_spec_dict(name: str) -> dict[str, Any]:
-    yaml: Any = importlib.import_module("yaml")
-    with _spec_file(f"zoho-books/{name}.yml").open(encoding="utf-8") as handle:
-        spec: dict[str, Any] = yaml.load(
-            handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        )
-    spec["servers"] = [{"url": f"https://{host}/books/v3"} for host in _ZOHO_API_HOSTS]
-    spec["components"]["securitySchemes"] = {
-        "Zoho_Auth": {"type": "apiKey", "in": "header", "name": "Authorization"}
-    }
-    organizations = spec["paths"].get("/organizations", {}).get("get")
-    if organizations is not None:
-        organizations.setdefault("parameters", []).append(
-            {
-                "name": "organization_id",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-            }
-        )
-    for schema_name in ("create-a-payment-request", "update-a-payment-request"):
-        schema = spec["components"]["schemas"].get(schema_name)
-        if schema and "required" in schema:
-            schema["required"] = [
-                r for r in schema["required"] if r not in ("invoice_id", "amount_applied")
-            ]
-    return spec
-
-
-@functools.lru_cache(maxsize=8)
 def zoho_spec(name: str) -> Any:
     """A Zoho Books spec (``contacts``, ``contact-persons``, ``invoices``, ``customer-payments``,
-    ``organizations``) as an ``openapi_core.OpenAPI``, patched (see ``ZOHO_SPEC_PATCHES``).
-
-    Validate a ``requests`` call with
-    ``spec.validate_request(openapi_core.contrib.requests.RequestsOpenAPIRequest(prepared))``.
-    """
+    ``organizations``) as an ``openapi_core.OpenAPI``, exceptions applied."""
     if name not in ZOHO_SPEC_NAMES:
         raise ValueError(f"unknown Zoho Books spec {name!r}; one of {ZOHO_SPEC_NAMES}")
-    from openapi_core import OpenAPI
+    return _openapi(f"zoho-books/{name}")
 
-    return OpenAPI.from_dict(copy.deepcopy(_zoho_spec_dict(name)))
+
+class ResponseAudit:
+    """Checks every 2xx answer of the watched simulators against the official specs.
+
+    :meth:`watch` wraps a simulator's WSGI app; for each API request the simulator checked (it
+    leaves the :class:`~connector.sandbox.spec_check.SpecRequest` in the environ), the answer is
+    validated with openapi-core response validation, exceptions applied. ``problems`` lists
+    ``"<METHOD> <path>: <what is wrong>"``; ``checked`` counts the operations validated.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.checked: Counter[str] = Counter()
+
+    def watch(self, simulator: Any) -> None:
+        check = simulator.spec_check
+        if check is None:
+            raise ValueError("the simulator is not strict: nothing to audit")
+        inner = simulator.app.wsgi_app
+
+        def audited(environ: dict[str, Any], start_response: Any) -> Any:
+            captured: dict[str, Any] = {}
+
+            def capture(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+                captured["status"], captured["headers"] = status, headers
+                return start_response(status, headers, *args)
+
+            answer = inner(environ, capture)
+            try:
+                body = b"".join(answer)
+            finally:
+                close = getattr(answer, "close", None)
+                if close is not None:
+                    close()
+            spec_request = environ.get(SPEC_REQUEST_KEY)
+            if spec_request is not None and "status" in captured:
+                status = int(captured["status"].split()[0])
+                content_type = dict((k.lower(), v) for k, v in captured["headers"]).get(
+                    "content-type", ""
+                )
+                problem = check.response_problem(spec_request, status, content_type, body)
+                operation = _ID.sub("/{id}", spec_request.operation)
+                if 200 <= status < 300 and check.spec_name(spec_request.path):
+                    self.checked[operation] += 1
+                if problem:
+                    self.problems.append(f"{operation}: {problem}")
+            return [body]
+
+        simulator.app.wsgi_app = audited
+
+    def assert_clean(self) -> None:
+        assert not self.problems, "simulator answers that break the spec:\n" + "\n".join(
+            dict.fromkeys(self.problems)
+        )

@@ -23,6 +23,7 @@ def zoho(port: int, host: str, no_rate_limits: bool) -> None:
     from connector.sandbox.zoho import serve
 
     click.echo(f"Zoho Books simulator on http://{host}:{port} (control API: /_sim/state)")
+    click.echo(_mode())
     serve(port, host, rate_limits=not no_rate_limits)
 
 
@@ -34,4 +35,13 @@ def pipedrive(port: int, host: str) -> None:
     from connector.sandbox.pipedrive import serve
 
     click.echo(f"Pipedrive simulator on http://{host}:{port} (control API: /_sim/state)")
+    click.echo(_mode())
     serve(port, host)
+
+
+def _mode() -> str:
+    from connector.sandbox.spec_check import ENV_STRICT, default_specs_dir, strict_from_env
+
+    if strict_from_env():
+        return f"strict: every API request is checked against the specs in {default_specs_dir()}"
+    return f"not strict ({ENV_STRICT}=0): requests are not checked against the specs"

@@ -84,6 +84,12 @@ from connector.sandbox.pipedrive_webhooks import (
     v1_record,
     v2_payload,
 )
+from connector.sandbox.spec_check import (
+    SPEC_REQUEST_KEY,
+    SpecCheck,
+    SpecRequest,
+    strict_from_env,
+)
 
 __all__ = [
     "CLOUDFLARE_BLOCK_HTML",
@@ -252,6 +258,9 @@ class PipedriveSimulator:
         webhook_retry_factor: Multiplies the 3/30/150-second retry delays.
         settings: Initial :class:`SimSettings`.
         seed: Seed for the random choices (storm, header drops).
+        strict: Check every API request against the official specs and refuse what they refuse
+            (:mod:`connector.sandbox.spec_check`). Defaults to on unless
+            ``CONNECTOR_SANDBOX_STRICT=0``.
     """
 
     def __init__(
@@ -265,7 +274,11 @@ class PipedriveSimulator:
         webhook_thread: bool | None = None,
         settings: SimSettings | None = None,
         seed: int = 0,
+        strict: bool | None = None,
     ) -> None:
+        self.spec_check = (
+            SpecCheck("pipedrive") if (strict_from_env() if strict is None else strict) else None
+        )
         self.base_url = base_url.rstrip("/") if base_url else None
         self.clock = clock or Clock()
         self.real_hosts = real_hosts
@@ -1181,8 +1194,12 @@ class PipedriveSimulator:
             window.searches.append(now)
         changes: list[Change] = []
         try:
-            status, body, changes = self._route(company, token, method, version, rest)
-            outcome = _Outcome(status, body)
+            spec_refused = self._spec_refusal(method, path)
+            if spec_refused is not None:
+                outcome = spec_refused
+            else:
+                status, body, changes = self._route(company, token, method, version, rest)
+                outcome = _Outcome(status, body)
         except SimulatorError as error:
             outcome = _Outcome(error.status or 400, error.payload)
             changes = []
@@ -1193,6 +1210,22 @@ class PipedriveSimulator:
         if method in _WRITE_METHODS and outcome.status < 400:
             company.writes += 1
         return finish(outcome, charged, True), company, changes
+
+    def _spec_refusal(self, method: str, path: str) -> _Outcome | None:
+        """The official spec's answer to this request, when it refuses it (strict mode)."""
+        if self.spec_check is None:
+            return None
+        spec_request = SpecRequest(
+            method,
+            path,
+            request.args,
+            dict(request.headers),
+            request.content_type or "",
+            request.get_data(cache=True),
+        )
+        request.environ[SPEC_REQUEST_KEY] = spec_request
+        refusal = self.spec_check.refusal(spec_request)
+        return None if refusal is None else _Outcome(refusal.status, refusal.body)
 
     def _burst_limit(self, company: Company, token: _Token) -> int:
         plan = PLANS[company.plan]

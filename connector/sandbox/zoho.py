@@ -43,6 +43,12 @@ from werkzeug.serving import make_server
 
 from connector.errors import ApiError
 from connector.sandbox.common import Clock, FaultKind, Faults, InProcessFault, mount_on_responses
+from connector.sandbox.spec_check import (
+    SPEC_REQUEST_KEY,
+    SpecCheck,
+    SpecRequest,
+    strict_from_env,
+)
 from connector.sandbox.zoho_books import (
     PLANS,
     BooksStore,
@@ -306,6 +312,7 @@ class ZohoSimulator:
         webhook_async: bool = False,
         request_log_limit: int = 100_000,
         default_user: str = DEFAULT_USER,
+        strict: bool | None = None,
         **options: Any,
     ) -> None:
         unknown = set(options) - self._ACCOUNT_OPTIONS - self._STORE_OPTIONS
@@ -313,6 +320,11 @@ class ZohoSimulator:
             raise TypeError(f"unknown ZohoSimulator options: {sorted(unknown)}")
         if invalid_token_style not in INVALID_TOKEN_BODIES:
             raise ValueError(f"invalid_token_style must be one of {sorted(INVALID_TOKEN_BODIES)}")
+        # Strict: every Books request is checked against the official specs (spec_check), on
+        # unless CONNECTOR_SANDBOX_STRICT=0.
+        self.spec_check = (
+            SpecCheck("zoho") if (strict_from_env() if strict is None else strict) else None
+        )
         self.base_url = base_url.rstrip("/") if base_url else None
         self.clock = clock or Clock()
         self.real_hosts = real_hosts
@@ -1023,6 +1035,9 @@ class ZohoSimulator:
                 return limited
             traffic = self._traffic[org.organization_id]
         try:
+            refused = self._spec_refusal(path)
+            if refused is not None:
+                return refused
             return self._process(endpoint, params, org, token, path, record)
         finally:
             if traffic is not None:
@@ -1060,6 +1075,30 @@ class ZohoSimulator:
             record.fault = fault
             return self._inject(fault, response)
         return response
+
+    def _spec_refusal(self, path: str) -> Response | None:
+        """The official spec's answer to this request, when it refuses it (strict mode)."""
+        if self.spec_check is None:
+            return None
+        content_type = request.content_type or ""
+        body = request.get_data(cache=True)
+        if self.accept_jsonstring and request.mimetype in (
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ):
+            # The legacy JSONString form field carries the JSON document (zoho-books.md §2.4, UNCONFIRMED).
+            content_type, body = "application/json", request.form.get("JSONString", "").encode()
+        spec_request = SpecRequest(
+            request.method,
+            "/books/v3" + path,
+            request.args,
+            dict(request.headers),
+            content_type,
+            body,
+        )
+        request.environ[SPEC_REQUEST_KEY] = spec_request
+        refusal = self.spec_check.refusal(spec_request)
+        return None if refusal is None else _json(refusal.body, refusal.status)
 
     def _fault_after_write(self) -> bool:
         with self._fault_rng_lock:
@@ -1240,7 +1279,8 @@ class ZohoSimulator:
         detail, events = self.store.create_contact(
             org, {**data, "custom_fields": [*fields, {"api_name": key, "value": value}]}
         )
-        return 201, {"message": "The contact has been created", "contact": detail}, events
+        # PUT /contacts declares only 200 (contacts.yml), also when the upsert creates.
+        return 200, {"message": "The contact has been created", "contact": detail}, events
 
     def _ep_get_contact(self, org: Organization, token: AccessTokenInfo, contact_id: str) -> Reply:
         contact = self.store.contact(org, contact_id)
@@ -1341,7 +1381,8 @@ class ZohoSimulator:
         detail, events = self.store.create_invoice(
             org, {**data, "custom_fields": [*fields, {"api_name": key, "value": value}]}
         )
-        return 201, {"message": "The invoice has been created.", "invoice": detail}, events
+        # PUT /invoices declares only 200 (invoices.yml), also when the upsert creates.
+        return 200, {"message": "The invoice has been created.", "invoice": detail}, events
 
     def _ep_get_invoice(self, org: Organization, token: AccessTokenInfo, invoice_id: str) -> Reply:
         invoice = self.store.invoice(org, invoice_id)
@@ -1445,9 +1486,21 @@ class ZohoSimulator:
         return 200, {"message": "The payment has been deleted."}, events
 
 
+def _integral(value: Any) -> Any:
+    """Zoho writes whole amounts without a fraction (``"amount": 750``, ``0`` next to ``149.97``
+    in ../shared/recordings/zoho_api/); the store keeps floats."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _json(body: Mapping[str, Any], status: int = 200) -> Response:
     return Response(
-        json.dumps(body, separators=(",", ":")),
+        json.dumps(_integral(body), separators=(",", ":")),
         status=status,
         content_type="application/json;charset=UTF-8",
     )

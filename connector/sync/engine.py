@@ -1350,6 +1350,9 @@ class SyncEngine:
                 if id_field and not _has_custom_field(contact, id_field, org_id):
                     payload["custom_fields"] = [{"api_name": id_field, "value": str(org_id)}]
                 if payload and not self.dry_run:
+                    # Books requires contact_name on every PUT /contacts/{id} (official spec,
+                    # update-a-contact-request), also when only a custom field changes.
+                    payload.setdefault("contact_name", contact.get("contact_name"))
                     contact = dict(zoho.client.contacts.update(str(contact["contact_id"]), payload))
                 if update.payload:
                     row["action"] = "update"

@@ -889,7 +889,7 @@ def test_webhook_retry_factor_zero_retries_immediately(clock):
 
 
 def test_webhooks_can_be_dropped_and_v1_payloads(sim, acme, receiver):
-    subscribe(acme, version="1.0", event_action="updated", event_object="person")
+    subscribe(acme, version="1.0", event_action="change", event_object="person")
     person = acme.post("/api/v2/persons", {"name": "Ann", "emails": [{"value": "a@x.y"}]}).json()[
         "data"
     ]

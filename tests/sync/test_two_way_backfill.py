@@ -15,6 +15,7 @@ from connector.cli import main
 from connector.cli.common import set_context
 from connector.models import AuditEntry, Link, ReviewItem
 from tests.harness import COMPANY, World, contact, world
+from tests.specs import ResponseAudit
 
 PIPEDRIVE_ONLY = [
     ("Bergmann GmbH", "Germany", "eu"),
@@ -30,11 +31,15 @@ def w(tmp_path: Path, redis_url: str) -> Iterator[World]:
     mapping.write_text(
         '[routing]\nrules = { "Germany" = "zoho-eu", "United States" = "zoho-us" }\n'
     )
+    # The simulators are strict (every request checked against the official specs); the audit
+    # checks every answer against them too.
+    audit = ResponseAudit()
     with world(
         f"sqlite:///{tmp_path / 'c.db'}",
         redis_url,
         data_centers=("us", "eu"),
         settings_extra={"CONNECTOR_CONFIG": str(mapping)},
+        audit=audit,
     ) as built:
         built.zoho.bulk_create(
             built.zoho_orgs["us"], "contacts", [contact(f"Zoho Customer {i}") for i in range(3)]
@@ -48,6 +53,7 @@ def w(tmp_path: Path, redis_url: str) -> Iterator[World]:
         set_context(built.context)
         yield built
         set_context(None)
+    audit.assert_clean()
 
 
 def _contacts(w: World, dc: str) -> list[str]:
