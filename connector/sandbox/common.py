@@ -199,3 +199,14 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[B
     thread = threading.Thread(target=server.serve_forever, name="sandbox-server", daemon=True)
     thread.start()
     return server, f"http://{host}:{server.server_port}"
+
+
+def pipedrive_error_body(error: str, info: str) -> dict[str, Any]:
+    """Pipedrive's error envelope, as its API answers every refused request."""
+    return {
+        "success": False,
+        "error": error,
+        "error_info": info,
+        "data": None,
+        "additional_data": None,
+    }

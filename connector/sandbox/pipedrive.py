@@ -46,6 +46,7 @@ from connector.sandbox.common import (
     Faults,
     InProcessFault,
     mount_on_responses,
+    pipedrive_error_body,
     serve_in_thread,
 )
 from connector.sandbox.pipedrive_costtable import CostTable, load_cost_table, split_version
@@ -2069,13 +2070,7 @@ def _coerce_form(value: str) -> Any:
 
 
 def _error_body(error: str, info: str = "Please check developers.pipedrive.com") -> dict[str, Any]:
-    return {
-        "success": False,
-        "error": error,
-        "error_info": info,
-        "data": None,
-        "additional_data": None,
-    }
+    return pipedrive_error_body(error, info)
 
 
 def _server_error_body() -> dict[str, Any]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector.sandbox.common import pipedrive_error_body
 from connector.sandbox.spec_exceptions import (
     PIPEDRIVE_SPECS,
     UNCHECKED_ZOHO_PATHS,
@@ -288,7 +289,7 @@ class SpecCheck:
         kind = type(error).__name__
         if kind in ("PathNotFound", "ServerNotFound", "OperationNotFound"):
             if self.vendor == "pipedrive":
-                return Refusal(404, _pipedrive_error("Unknown method .", _PD_INFO_404))
+                return Refusal(404, pipedrive_error_body("Unknown method .", _PD_INFO_404))
             status = 405 if kind == "OperationNotFound" else 404
             return Refusal(status, {"code": _ZOHO_INVALID_URL, "message": "Invalid URL Passed"})
         required, name, detail = _describe(error)
@@ -301,7 +302,7 @@ class SpecCheck:
             errors = {name or "body": [problem]}
             return Refusal(400, {"status": "error", "success": False, "errors": errors})
         if self.vendor == "pipedrive":
-            return Refusal(400, _pipedrive_error(f"Validation failed: {detail}", _PD_INFO))
+            return Refusal(400, pipedrive_error_body(f"Validation failed: {detail}", _PD_INFO))
         if required:
             return Refusal(400, {"code": _ZOHO_REQUIRED, "message": f"{name} is required."})
         return Refusal(
@@ -328,16 +329,6 @@ class SpecCheck:
         answer = _OpenAPIResponse(status, content_type, data)
         problems = [_detail(e) for e in spec.response_validator.iter_errors(wrapped, answer)]
         return "; ".join(problems) or None
-
-
-def _pipedrive_error(error: str, info: str) -> dict[str, Any]:
-    return {
-        "success": False,
-        "error": error,
-        "error_info": info,
-        "data": None,
-        "additional_data": None,
-    }
 
 
 def _causes(error: BaseException) -> set[str]:
