@@ -414,7 +414,7 @@ def _assert_outcome(receiver: Receiver, before: tuple[int, int, int], status: in
     query="",
     event_type=None,
 ).via("NUL inside the stored payload")
-def test_zoho_route_signed_garbage_is_4xx_or_accepted(
+def test_zoho_route_signed_garbage_is_accepted(
     receiver, name, body, content_type, query, event_type
 ):
     if event_type is not None:
@@ -432,6 +432,9 @@ def test_zoho_route_signed_garbage_is_4xx_or_accepted(
     )
     if status == 401:
         pytest.fail("a correctly signed request was refused as unauthenticated")
+    # Authenticated: Zoho stops delivering to an endpoint that keeps failing, so only an
+    # oversize body (413) or back-pressure (429) may be refused.
+    assert status < 400 or status in (413, 429), f"signed delivery answered {status}"
     _assert_outcome(receiver, before, status)
 
 
@@ -499,7 +502,7 @@ _PD_META = '"action": "change", "entity": "organization", "id": "{id}", "entity_
     ).encode(),
     content_type="application/json",
 ).via("NaN in the stored payload")
-def test_pipedrive_route_authenticated_garbage_is_4xx_or_accepted(receiver, body, content_type):
+def test_pipedrive_route_authenticated_garbage_is_accepted(receiver, body, content_type):
     before = receiver.counts()
     status = _post(
         receiver,
@@ -511,4 +514,6 @@ def test_pipedrive_route_authenticated_garbage_is_4xx_or_accepted(receiver, body
     )
     if status == 401:
         pytest.fail("correct Basic credentials were refused")
+    # Pipedrive disables a webhook after repeated failed deliveries (issue 13.3).
+    assert status < 400 or status in (413, 429), f"authenticated delivery answered {status}"
     _assert_outcome(receiver, before, status)
