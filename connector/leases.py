@@ -282,9 +282,9 @@ def reap(session: Session, now: dt.datetime | None = None) -> Reaped:
             row.lease_expires_at.isoformat() if row.lease_expires_at else "",
         )
         row.lease_owner = None
-        row.lease_expires_at = None
         if row.attempts >= MAX_ATTEMPTS:
             row.status = "failed" if isinstance(row, WebhookEvent) else "dead"
+            row.lease_expires_at = None
             reaped.dead.append((task, args))
             continue
         row.status = "queued"

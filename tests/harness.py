@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import responses
@@ -155,6 +156,24 @@ def world(
             clock=clock,
         )
     context.close()
+
+
+@contextmanager
+def routed_world(tmp_path: Path, redis_url: str, audit: ResponseAudit) -> Iterator[World]:
+    """A US and an EU Zoho organization routed by country (Germany -> EU, United States -> US),
+    on SQLite, with every simulator answer audited against the specs."""
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        '[routing]\nrules = { "Germany" = "zoho-eu", "United States" = "zoho-us" }\n'
+    )
+    with world(
+        f"sqlite:///{tmp_path / 'c.db'}",
+        redis_url,
+        data_centers=("us", "eu"),
+        settings_extra={"CONNECTOR_CONFIG": str(mapping)},
+        audit=audit,
+    ) as built:
+        yield built
 
 
 def contact(

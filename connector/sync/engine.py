@@ -544,6 +544,17 @@ class SyncEngine:
                 self._sync_waiting_invoices(zoho_connection_id, contact_id)
             return outcome
 
+    def _link_organization(self, zoho: ZohoSide, contact_id: str, org_id: str) -> Link:
+        """The link of a Zoho contact to its Pipedrive organization (created when missing)."""
+        return self.links.link(
+            zoho_connection_id=zoho.connection.id,
+            zoho_entity="contact",
+            zoho_id=contact_id,
+            pipedrive_connection_id=self.pd.connection.id,
+            pipedrive_entity="organization",
+            pipedrive_id=org_id,
+        )
+
     def _contact_key(self, zoho_connection_id: int, contact_id: str) -> str:
         return f"zoho:{zoho_connection_id}:contact:{contact_id}"
 
@@ -709,14 +720,7 @@ class SyncEngine:
                 org_id = str(org.get("id") or "")
                 row["pipedrive_id"] = org_id
                 if not self.dry_run and org_id:
-                    link = self.links.link(
-                        zoho_connection_id=zoho.connection.id,
-                        zoho_entity="contact",
-                        zoho_id=contact_id,
-                        pipedrive_connection_id=self.pd.connection.id,
-                        pipedrive_entity="organization",
-                        pipedrive_id=org_id,
-                    )
+                    link = self._link_organization(zoho, contact_id, org_id)
                     if link.zoho_id == contact_id and link.pipedrive_id != org_id:
                         self.links.relink(link, org_id)
                     self._advance_link(
@@ -1372,14 +1376,7 @@ class SyncEngine:
                 return str(row["outcome"])
             zoho_keys = self.keys("organization")
             with self._exclusive(self._contact_key(zoho.connection.id, contact_id)):
-                new_link = self.links.link(
-                    zoho_connection_id=zoho.connection.id,
-                    zoho_entity="contact",
-                    zoho_id=contact_id,
-                    pipedrive_connection_id=self.pd.connection.id,
-                    pipedrive_entity="organization",
-                    pipedrive_id=org_id,
-                )
+                new_link = self._link_organization(zoho, contact_id, org_id)
                 if link is None:
                     self._sync_waiting_invoices(zoho.connection.id, contact_id)
             org = self._write_back_reference(org, contact_id, keys)

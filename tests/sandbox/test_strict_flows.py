@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from connector.cli import main
 from connector.cli.common import set_context
-from tests.harness import COMPANY, World, contact, invoice, world
+from tests.harness import COMPANY, World, contact, invoice, routed_world
 from tests.specs import ResponseAudit
 
 # Operations a two-way backfill with invoices must have exercised (and so validated).
@@ -37,18 +37,8 @@ EXPECTED = {
 
 @pytest.fixture
 def audited(tmp_path: Path, redis_url: str) -> Iterator[tuple[World, ResponseAudit]]:
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(
-        '[routing]\nrules = { "Germany" = "zoho-eu", "United States" = "zoho-us" }\n'
-    )
     audit = ResponseAudit()
-    with world(
-        f"sqlite:///{tmp_path / 'c.db'}",
-        redis_url,
-        data_centers=("us", "eu"),
-        settings_extra={"CONNECTOR_CONFIG": str(mapping)},
-        audit=audit,
-    ) as built:
+    with routed_world(tmp_path, redis_url, audit) as built:
         set_context(built.context)
         yield built, audit
         set_context(None)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.cli.common import set_context
 from connector.models import AuditEntry, Link, ReviewItem
-from tests.harness import COMPANY, World, contact, world
+from tests.harness import COMPANY, World, contact, routed_world
 from tests.specs import ResponseAudit
 
 PIPEDRIVE_ONLY = [
@@ -27,20 +27,10 @@ PIPEDRIVE_ONLY = [
 
 @pytest.fixture
 def w(tmp_path: Path, redis_url: str) -> Iterator[World]:
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(
-        '[routing]\nrules = { "Germany" = "zoho-eu", "United States" = "zoho-us" }\n'
-    )
     # The simulators are strict (every request checked against the official specs); the audit
     # checks every answer against them too.
     audit = ResponseAudit()
-    with world(
-        f"sqlite:///{tmp_path / 'c.db'}",
-        redis_url,
-        data_centers=("us", "eu"),
-        settings_extra={"CONNECTOR_CONFIG": str(mapping)},
-        audit=audit,
-    ) as built:
+    with routed_world(tmp_path, redis_url, audit) as built:
         built.zoho.bulk_create(
             built.zoho_orgs["us"], "contacts", [contact(f"Zoho Customer {i}") for i in range(3)]
         )
